@@ -1,0 +1,3 @@
+from ss3d_data.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""Writing and reading shard files (the contract itself lives in :mod:`ss3d_data.schema`).
+
+Shards are written atomically one tar at a time, so a killed writer never leaves a torn shard; beside them an
+``<prefix>.index.json`` lists each shard with its sample count and per-category counts. Readers skip corrupt
+samples, count them, and stop with a clear error once more than ``max_bad`` were skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+
+from ss3d_data.atomic import atomic_write, atomic_write_text
+from ss3d_data.errors import Ss3dError
+from ss3d_data.schema import SHARD_VERSION, Sample, ShardFormatError, decode_sample, encode_sample
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.tar"
+
+
+def write_shards(samples: Iterable[Sample], out_dir: str | os.PathLike[str], prefix: str, per_shard: int = 64) -> list[Path]:
+    """Write ``samples`` into ``out_dir/<prefix>-NNNNNN.tar`` shards of at most ``per_shard`` samples each.
+
+    Returns the shard paths; writes ``<prefix>.index.json`` last (its presence means the set is complete).
+    """
+    if per_shard < 1:
+        raise Ss3dError("per_shard must be at least 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    entries: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def flush() -> None:
+        path = out / shard_name(prefix, len(paths))
+        with atomic_write(path) as handle:
+            writer = wds.TarWriter(handle)
+            for encoded in batch:
+                writer.write(encoded)
+            writer.close()
+        counts = Counter(json.loads(e["meta.json"])["category"] for e in batch)
+        entries.append({"file": path.name, "samples": len(batch), "categories": dict(sorted(counts.items()))})
+        paths.append(path)
+        batch.clear()
+
+    for sample in samples:
+        if sample.info.key in seen:
+            raise ShardFormatError(f"duplicate sample key {sample.info.key!r}")
+        seen.add(sample.info.key)
+        batch.append(encode_sample(sample))
+        if len(batch) == per_shard:
+            flush()
+    if batch:
+        flush()
+    index = {"format": "ss3d-shard-index", "version": SHARD_VERSION, "prefix": prefix, "shards": entries,
+             "samples": sum(e["samples"] for e in entries)}
+    atomic_write_text(out / f"{prefix}.index.json", json.dumps(index, indent=2) + "\n")
+    return paths
+
+
+def resolve_shards(spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Shard paths from a directory, a glob, a single file, or a list of those; sorted, de-duplicated."""
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    found: list[str] = []
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            found += sorted(str(p) for p in path.glob("*.tar"))
+        elif any(ch in text for ch in "*?["):
+            found += sorted(glob.glob(text))
+        elif path.is_file():
+            found.append(text)
+        else:
+            raise Ss3dError(f"no such shard file or folder: {text}")
+    found = sorted(dict.fromkeys(found))
+    if not found:
+        raise Ss3dError(f"no .tar shards found in {', '.join(map(str, items))}")
+    return found
+
+
+@dataclass
+class SkipCounter:
+    """Counts samples skipped as corrupt; raises once more than ``max_bad`` have been skipped."""
+
+    max_bad: int = 10
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        self.skipped += 1
+        if len(self.reasons) < 20:
+            self.reasons.append(reason)
+        if self.skipped > self.max_bad:
+            raise Ss3dError(
+                f"more than {self.max_bad} corrupt shard samples skipped; last: {reason}",
+                hint="re-create the shards (ss3d-data shard ...) or raise --max-bad",
+            )
+
+
+def iter_samples(shards: Iterable[str], skips: SkipCounter | None = None) -> Iterator[Sample]:
+    """Decode every valid sample of ``shards`` in order; corrupt ones (bad tar members, broken images, contract
+    violations) are skipped and counted in ``skips``."""
+    skips = skips if skips is not None else SkipCounter()
+
+    def on_tar_error(exn: Exception) -> bool:
+        skips.skip(f"unreadable tar data: {exn}")
+        return True  # keep going
+
+    dataset = wds.WebDataset(list(shards), shardshuffle=False, handler=on_tar_error, empty_check=False)
+    for raw in dataset:
+        try:
+            yield decode_sample(raw)
+        except ShardFormatError as err:
+            skips.skip(str(err))

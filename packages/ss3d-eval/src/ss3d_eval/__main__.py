@@ -1,0 +1,3 @@
+from ss3d_eval.cli import main
+
+main()

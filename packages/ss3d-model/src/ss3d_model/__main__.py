@@ -1,0 +1,3 @@
+from ss3d_model.cli import main
+
+main()

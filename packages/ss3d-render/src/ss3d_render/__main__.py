@@ -1,0 +1,3 @@
+from ss3d_render.cli import main
+
+main()

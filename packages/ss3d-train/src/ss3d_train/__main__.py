@@ -1,0 +1,3 @@
+from ss3d_train.cli import main
+
+main()
