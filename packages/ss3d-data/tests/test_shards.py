@@ -105,3 +105,15 @@ def test_truncated_shard_is_skipped_not_fatal(tmp_path):
     got = list(iter_samples([str(shard)], skips))
     assert 1 <= len(got) < 4
     assert skips.skipped >= 1
+
+
+def test_sample_folder_round_trip(tmp_path):
+    from ss3d_data import read_sample_dir, write_sample_dir
+
+    s = _views_sample("folder1")
+    path = write_sample_dir(s, tmp_path)
+    assert path == tmp_path / "folder1" and (path / "cameras.json").is_file()
+    back = read_sample_dir(path)
+    np.testing.assert_array_equal(back.images, s.images)
+    np.testing.assert_array_equal(back.cam2world, s.cam2world)
+    assert [p.name for p in tmp_path.iterdir()] == ["folder1"]

@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -212,3 +216,44 @@ def decode_sample(raw: dict[str, Any]) -> Sample:
     sample = Sample(info, np.stack(images), np.stack(masks), intrinsics, cam2world)
     sample.validate()
     return sample
+
+
+def write_sample_dir(sample: Sample, root: str | os.PathLike[str]) -> Path:
+    """Write ``sample`` as a folder ``root/<key>/`` holding the same files a shard holds for it (``meta.json``,
+    ``rgb000.png``, ``mask000.png``, ..., ``cameras.json``). Renderers write these; ``ss3d-data shard`` packs them.
+
+    Atomic per sample: files go to a temporary sibling folder that is renamed into place once complete, so a
+    folder that exists is always whole (a killed renderer resumes by skipping existing folders).
+    """
+    encoded = encode_sample(sample)
+    root_path = Path(root)
+    root_path.mkdir(parents=True, exist_ok=True)
+    final = root_path / sample.info.key
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sample.info.key}.tmp-", dir=root_path))
+    try:
+        for ext, data in encoded.items():
+            if ext == "__key__":
+                continue
+            with open(tmp / ext, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_sample_dir(folder: str | os.PathLike[str]) -> Sample:
+    """Read and validate a sample folder written by :func:`write_sample_dir`."""
+    path = Path(folder)
+    if not (path / "meta.json").is_file():
+        raise ShardFormatError(f"{path}: not a sample folder (no meta.json)")
+    raw: dict[str, Any] = {"__key__": path.name}
+    for file in path.iterdir():
+        if file.is_file():
+            raw[file.name] = file.read_bytes()
+    return decode_sample(raw)
