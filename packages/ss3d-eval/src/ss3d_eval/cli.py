@@ -2,9 +2,122 @@
 
 from __future__ import annotations
 
-from ss3d_data.clikit import make_app
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ss3d_data.atomic import atomic_write_text
+from ss3d_data.clikit import console, make_app
+from ss3d_eval.config import eval_config
+from ss3d_eval.evaluate import evaluate, read_results
+from ss3d_eval.predict import make_predictors
+from ss3d_eval.report import build_report
+from ss3d_eval.table import build_table, score_names, summary_json, to_markdown, to_rich
 
 app = make_app("ss3d-eval", "Evaluate ss3d reconstructions: IoU, Chamfer and F-score after alignment; tables and an HTML report.")
+
+ShardsOpt = Annotated[str, typer.Option("--shards", help="Test shards: a folder, a glob or a .tar file.")]
+ManifestOpt = Annotated[Path, typer.Option("--manifest", help="Mesh manifest with the ground-truth meshes.")]
+CheckpointOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--checkpoint", help="Checkpoint to evaluate (repeat for a side-by-side comparison).")]
+PredDirOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--pred-dir", help="Folder of predicted meshes named <sample key>.ply/.obj/... (repeatable).")]
+LabelOpt = Annotated[Optional[list[str]], typer.Option(
+    "--label", help="Name of each method, one per --checkpoint then --pred-dir (default: file/folder name).")]
+SeenOpt = Annotated[Optional[str], typer.Option(
+    "--seen-categories", help="For --pred-dir: comma-separated categories the method was trained on (zero-shot split).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the <label>.<metric>.jsonl result files.")]
+PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET", help="Preset name or TOML path ([eval], [extract]).")]
+ViewOpt = Annotated[int, typer.Option("--view", help="Which view of a multi-view test sample is the input.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Evaluate only the first N samples.")]
+NoAlignOpt = Annotated[bool, typer.Option("--no-align", help="Score in the canonical frame, without alignment.")]
+SaveOpt = Annotated[bool, typer.Option("--save-meshes/--no-save-meshes",
+                                       help="Keep predicted meshes in <out>/<label>-meshes/ (for the report).")]
+MaxBadOpt = Annotated[int, typer.Option("--max-bad", help="Corrupt shard samples tolerated before stopping.")]
+
+
+def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path] | None, pred_dirs: list[Path] | None,
+               labels: list[str] | None, seen_categories: str | None, out: Path, preset: str, view: int,
+               limit: int | None, no_align: bool, save_meshes: bool, max_bad: int) -> list[Path]:
+    """Evaluate every method under ``metric``; print the comparison table; return the result files."""
+    cfg = eval_config(preset)
+    seen = [c.strip() for c in seen_categories.split(",") if c.strip()] if seen_categories is not None else None
+    predictors = make_predictors([str(c) for c in checkpoints or []], [str(d) for d in pred_dirs or []],
+                                 labels or [], preset, seen)
+    files = []
+    for predictor in predictors:
+        keep = save_meshes or predictor.source.endswith(".safetensors")
+        files.append(evaluate(shards, manifest, predictor, metric, cfg, out, preset=preset, view=view,
+                              aligned=not no_align, limit=limit, save_meshes=keep, max_bad=max_bad))
+        console.print(f"wrote {files[-1]}")
+    rows = read_results(files)
+    for name in score_names(rows)[:2]:
+        typer.echo("")
+        console.print(to_rich(build_table(rows, name)))
+    return files
+
+
+@app.command()
+def iou(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("results"), checkpoint: CheckpointOpt = None,
+        pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
+        preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
+        save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10) -> None:
+    """Volumetric IoU of each prediction against its ground-truth mesh, after alignment."""
+    run_metric("iou", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
+               no_align, save_meshes, max_bad)
+
+
+@app.command()
+def chamfer(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("results"), checkpoint: CheckpointOpt = None,
+            pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
+            preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
+            save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10) -> None:
+    """Chamfer distance and F-scores of each prediction against its ground-truth mesh or point cloud, after alignment."""
+    run_metric("chamfer", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
+               no_align, save_meshes, max_bad)
+
+
+def write_tables(files: list[Path], markdown: Path | None, json_path: Path | None, digits: int) -> str:
+    """Tables (one per score) of the rows in ``files``; optionally saved as Markdown and JSON. Returns Markdown."""
+    rows = read_results(files)
+    tables = [build_table(rows, name) for name in score_names(rows)]
+    text = "\n".join(to_markdown(t, digits) for t in tables)
+    if markdown is not None:
+        atomic_write_text(markdown, text)
+    if json_path is not None:
+        atomic_write_text(json_path, summary_json(tables))
+    for t in tables:
+        console.print(to_rich(t, digits))
+    return text
+
+
+@app.command()
+def table(
+    files: Annotated[list[Path], typer.Argument(help="Result files (.jsonl) of any methods and metrics.")],
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the tables as Markdown here.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the table values as JSON here.")] = None,
+    digits: Annotated[int, typer.Option("--digits", help="Decimals shown.")] = 3,
+) -> None:
+    """Per-category and mean tables, one column per method (as the paper's tables 2-4)."""
+    write_tables(files, markdown, json_path, digits)
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Result files (.jsonl) to show side by side.")],
+    shards: ShardsOpt,
+    manifest: ManifestOpt,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
+    preset: PresetOpt = "paper",
+    view: ViewOpt = 0,
+    limit: LimitOpt = None,
+    title: Annotated[str, typer.Option("--title", help="Page title.")] = "ss3d evaluation report",
+) -> None:
+    """One self-contained HTML page: input, ground truth, each method's aligned prediction and its scores."""
+    cfg = eval_config(preset)
+    path = build_report(results, shards, manifest, out, size=cfg.render_size, view=view, limit=limit, title=title)
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

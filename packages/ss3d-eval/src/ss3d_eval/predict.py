@@ -1,0 +1,191 @@
+"""Where predicted meshes come from: a folder of mesh files named by sample key, or a checkpoint.
+
+Both give a :class:`Predictor`: ``predict(item)`` returns the predicted :class:`Shape` in the canonical frame, or
+raises :class:`EmptyPrediction` (no surface: IoU 0, Chamfer undefined) or another :class:`Ss3dError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.schema import SampleInfo
+from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards
+from ss3d_eval.shapes import MESH_SUFFIXES, Shape, load_shape, make_shape
+
+
+class EmptyPrediction(Ss3dError):
+    """The prediction has no surface (e.g. the density never crosses the extraction threshold)."""
+
+
+@dataclass(frozen=True)
+class TestItem:
+    """One test input: ``image`` [H, W, 3] uint8 and ``mask`` [H, W] uint8 of the evaluated view."""
+
+    info: SampleInfo
+    image: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def key(self) -> str:
+        return self.info.key
+
+
+def iter_test_items(shards: str | list[str], view: int = 0, max_bad: int = 10) -> Iterator[TestItem]:
+    """The test samples of ``shards`` (``image`` or ``views`` kind), one item each, showing view ``view``."""
+    skips = SkipCounter(max_bad)
+    for sample in iter_samples(resolve_shards(shards), skips):
+        if view >= sample.num_views:
+            raise Ss3dError(f"sample {sample.info.key} has {sample.num_views} views; cannot evaluate view {view}")
+        yield TestItem(sample.info, sample.images[view], sample.masks[view])
+
+
+def _empty_checked(shape_loader) -> Shape:
+    try:
+        return shape_loader()
+    except Ss3dError as err:
+        if "empty" in str(err):
+            raise EmptyPrediction(str(err)) from None
+        raise
+
+
+@dataclass
+class Predictor:
+    """Base: a named source of predicted meshes. ``seen_categories`` is None when unknown."""
+
+    label: str
+    source: str
+    seen_categories: frozenset[str] | None = None
+
+    def predict(self, item: TestItem) -> Shape:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def seen(self, category: str) -> bool | None:
+        return None if self.seen_categories is None else category in self.seen_categories
+
+
+@dataclass
+class MeshDirPredictor(Predictor):
+    """Predictions stored as ``<folder>/<key>.<ply|obj|off|glb|gltf|stl>``."""
+
+    folder: Path = field(default_factory=Path)
+
+    def __post_init__(self) -> None:
+        if not self.folder.is_dir():
+            raise Ss3dError(f"{self.folder}: no such prediction folder")
+
+    def mesh_path(self, key: str) -> Path:
+        for suffix in MESH_SUFFIXES:
+            path = self.folder / f"{key}{suffix}"
+            if path.is_file():
+                return path
+        raise Ss3dError(f"no predicted mesh for sample {key} in {self.folder} (expected {key}.ply, .obj, ...)")
+
+    def predict(self, item: TestItem) -> Shape:
+        path = self.mesh_path(item.key)
+        return _empty_checked(lambda: load_shape(path))
+
+
+@dataclass
+class CheckpointPredictor(Predictor):
+    """Predictions by a checkpoint: preprocess the view as the model was trained (crop to the mask, pad), encode,
+    extract a mesh with the preset's ``[extract]`` settings."""
+
+    checkpoint: Path = field(default_factory=Path)
+    preset: str = "paper"
+    _network: object = None
+    _input_size: int = 0
+
+    def _load(self) -> None:
+        try:
+            import ss3d_model
+            from ss3d_model.extract import extract_mesh  # noqa: F401  (checked here, used in predict)
+        except ImportError as err:
+            raise Ss3dError(f"this ss3d-model has no network loader or mesh extraction yet ({err})",
+                            hint="evaluate saved meshes with --pred-dir instead") from None
+        loaded = ss3d_model.load_network(self.checkpoint)
+        network = loaded[0] if isinstance(loaded, tuple) else loaded
+        network.eval()
+        config = ss3d_model.read_checkpoint_meta(self.checkpoint).model_config
+        self._network = network
+        self._input_size = int(config.get("input_size", 0)) or _preset_value(self.preset, "model", "input_size")
+
+    def predict(self, item: TestItem) -> Shape:
+        import torch
+
+        from ss3d_data.preprocess import crop_to_mask
+        from ss3d_model.extract import extract_mesh
+
+        if self._network is None:
+            self._load()
+        threshold = float(_preset_value(self.preset, "data", "mask_threshold"))
+        cropped = crop_to_mask(item.image, item.mask, self._input_size, threshold)
+        image = torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, S, S] in [0, 1]
+        ext = _preset_section(self.preset, "extract")
+        network = self._network
+        with torch.no_grad():
+            z = network.encode(image) if hasattr(network, "encode") else network.encoder(image)
+            mesh = extract_mesh(network, z, ext["resolution"], ext["coarse_resolution"], ext["density_threshold"],
+                                ext["box_half_size"])
+        if mesh is None or len(getattr(mesh, "faces", [])) == 0:
+            raise EmptyPrediction(f"sample {item.key}: the predicted density has no surface at threshold "
+                                  f"{ext['density_threshold']}")
+        return _empty_checked(lambda: make_shape(mesh.vertices, mesh.faces, f"{self.label}:{item.key}"))
+
+
+def _preset_section(preset: str, name: str) -> dict:
+    from ss3d_data.presets import load_preset
+
+    return load_preset(preset).section(name)
+
+
+def _preset_value(preset: str, section: str, key: str):
+    values = _preset_section(preset, section)
+    if key not in values:
+        raise Ss3dError(f"preset {preset!r} has no [{section}] {key}")
+    return values[key]
+
+
+def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str) -> CheckpointPredictor:
+    """A predictor for checkpoint ``path``; its metadata's ``categories`` say which categories it has seen."""
+    from ss3d_model import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)  # validates the file now, so a bad path fails before any work
+    return CheckpointPredictor(label=label, source=str(path), seen_categories=frozenset(meta.categories),
+                               checkpoint=Path(path), preset=preset)
+
+
+def mesh_dir_predictor(folder: str | os.PathLike[str], label: str,
+                       seen_categories: list[str] | None = None) -> MeshDirPredictor:
+    """A predictor reading ``folder/<key>.<mesh suffix>``; ``seen_categories`` optional (zero-shot split)."""
+    seen = frozenset(seen_categories) if seen_categories is not None else None
+    return MeshDirPredictor(label=label, source=str(folder), seen_categories=seen, folder=Path(folder))
+
+
+def make_predictors(checkpoints: list[str], pred_dirs: list[str], labels: list[str], preset: str,
+                    seen_categories: list[str] | None = None) -> list[Predictor]:
+    """One predictor per checkpoint, then per prediction folder, named by ``labels`` in that order (default: the
+    file's stem or the folder's name). Label count and uniqueness are checked."""
+    from ss3d_data.schema import make_key
+
+    sources = [("checkpoint", c) for c in checkpoints] + [("dir", d) for d in pred_dirs]
+    if not sources:
+        raise Ss3dError("nothing to evaluate: give --checkpoint or --pred-dir")
+    if labels and len(labels) != len(sources):
+        raise Ss3dError(f"{len(labels)} --label values for {len(sources)} checkpoints and prediction folders",
+                        hint="give one --label per --checkpoint / --pred-dir, in the same order, or none")
+    names = labels or [make_key(Path(p).name.removesuffix(".safetensors")) for _, p in sources]
+    if len(set(names)) != len(names):
+        raise Ss3dError(f"labels must differ, got {names}", hint="name each method with --label")
+    out: list[Predictor] = []
+    for (kind, path), name in zip(sources, names):
+        if kind == "checkpoint":
+            out.append(checkpoint_predictor(path, name, preset))
+        else:
+            out.append(mesh_dir_predictor(path, name, seen_categories))
+    return out

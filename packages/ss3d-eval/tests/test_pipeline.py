@@ -1,0 +1,173 @@
+"""End to end on real files: tar shards, a mesh manifest with real mesh files, prediction folders, result JSON
+lines, tables, the HTML report, and the CLI."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import trimesh
+from typer.testing import CliRunner
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.manifest import MeshRecord, canonical_matrix, write_manifest
+from ss3d_data.schema import Sample, SampleInfo
+from ss3d_data.shards import write_shards
+from ss3d_eval.cli import app
+from ss3d_eval.config import eval_config
+from ss3d_eval.evaluate import evaluate, read_results, result_path
+from ss3d_eval.predict import make_predictors, mesh_dir_predictor
+from ss3d_eval.report import build_report
+from ss3d_eval.table import build_table, to_markdown
+
+EMPTY_PLY = ("ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\n"
+             "element face 0\nproperty list uchar int vertex_indices\nend_header\n")
+
+
+def _meshes():
+    """Ground truth in file coordinates (Y-up, centimetres), as a mesh library would ship them."""
+    a = trimesh.util.concatenate([trimesh.creation.box((40, 20, 30)), trimesh.creation.icosphere(2, 12)])
+    b = trimesh.creation.cylinder(8, 50)
+    c = trimesh.creation.box((10, 60, 10))
+    return {"chair-1": ("chair", a), "lamp-1": ("lamp", b), "lamp-2": ("lamp", c)}
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    mesh_dir = tmp_path / "meshes"
+    mesh_dir.mkdir()
+    records, samples, canonical = [], [], {}
+    rng = np.random.default_rng(0)
+    for instance, (category, mesh) in _meshes().items():
+        path = mesh_dir / f"{instance}.obj"
+        mesh.export(path)
+        matrix = canonical_matrix(mesh.bounds[0], mesh.bounds[1], "y")
+        records.append(MeshRecord(instance, category, "test", "CC0-1.0", "", f"meshes/{instance}.obj",
+                                  len(mesh.faces), False, "test", tuple(map(tuple, matrix))))
+        canonical[instance] = mesh.copy().apply_transform(matrix)
+        image = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+        mask = np.zeros((48, 48), np.uint8)
+        mask[10:38, 12:30] = 255
+        info = SampleInfo("image", f"{instance}-img0", category, instance, "test", "CC0-1.0", "test")
+        samples.append(Sample(info, image[None], mask[None]))
+    manifest = tmp_path / "manifest.jsonl"
+    write_manifest(manifest, records)
+    write_shards(samples, tmp_path / "shards", "test", per_shard=2)
+    # Method "good": the canonical meshes under an arbitrary similarity; "blobs": spheres, one missing, one empty.
+    good, blobs = tmp_path / "good", tmp_path / "blobs"
+    good.mkdir()
+    blobs.mkdir()
+    moved = trimesh.transformations.compose_matrix(scale=[1.3] * 3, angles=[0.3, -0.8, 2.0], translate=[0.1, 0, -0.2])
+    for instance, mesh in canonical.items():
+        mesh.copy().apply_transform(moved).export(good / f"{instance}-img0.ply")
+    trimesh.creation.icosphere(3, 0.4).export(blobs / "chair-1-img0.ply")
+    (blobs / "lamp-1-img0.ply").write_text(EMPTY_PLY)
+    return {"root": tmp_path, "manifest": manifest, "shards": str(tmp_path / "shards"), "good": good, "blobs": blobs}
+
+
+def test_evaluate_scores_every_sample_and_reports_failures(dataset, tmp_path):
+    cfg = eval_config("tiny")
+    out = tmp_path / "results"
+    good = mesh_dir_predictor(dataset["good"], "good", seen_categories=["chair"])
+    path = evaluate(dataset["shards"], dataset["manifest"], good, "iou", cfg, out, preset="tiny", show_progress=False)
+    rows = read_results([path])
+    assert [r["key"] for r in rows] == ["chair-1-img0", "lamp-1-img0", "lamp-2-img0"]
+    assert all(r["status"] == "ok" and r["iou"] > 0.9 for r in rows)
+    assert [r["seen"] for r in rows] == [True, False, False]
+    blobs = mesh_dir_predictor(dataset["blobs"], "blobs")
+    rows = {r["key"]: r for r in read_results([evaluate(dataset["shards"], dataset["manifest"], blobs, "chamfer",
+                                                         cfg, out, show_progress=False)])}
+    assert rows["chair-1-img0"]["status"] == "ok" and rows["chair-1-img0"]["chamfer_l1"] > 0.01
+    assert rows["lamp-1-img0"]["status"] == "empty" and "empty" in rows["lamp-1-img0"]["error"]
+    assert rows["lamp-2-img0"]["status"] == "failed" and "no predicted mesh" in rows["lamp-2-img0"]["error"]
+    iou_rows = {r["key"]: r for r in read_results([evaluate(dataset["shards"], dataset["manifest"], blobs, "iou",
+                                                            cfg, out, show_progress=False)])}
+    assert iou_rows["lamp-1-img0"]["iou"] == 0.0 and iou_rows["lamp-1-img0"]["status"] == "empty"
+
+
+def test_rerun_resumes_and_result_lines_are_valid(dataset, tmp_path):
+    cfg = eval_config("tiny")
+    good = mesh_dir_predictor(dataset["good"], "good")
+    out = tmp_path / "results"
+    path = evaluate(dataset["shards"], dataset["manifest"], good, "chamfer", cfg, out, show_progress=False)
+    first = path.read_text()
+    assert evaluate(dataset["shards"], dataset["manifest"], good, "chamfer", cfg, out, show_progress=False) == path
+    assert path.read_text() == first  # nothing recomputed: identical rows, timings included
+    for line in first.splitlines():
+        row = json.loads(line)
+        assert row["format"] == "ss3d-eval-result" and row["version"] == 1 and row["metric"] == "chamfer"
+    changed = evaluate(dataset["shards"], dataset["manifest"], good, "chamfer", eval_config("cpu"), out,
+                       show_progress=False)
+    assert changed.read_text() != first  # other settings: rows recomputed
+
+
+def test_table_compares_methods_per_category(dataset, tmp_path):
+    cfg = eval_config("tiny")
+    out = tmp_path / "results"
+    files = [evaluate(dataset["shards"], dataset["manifest"], p, "iou", cfg, out, show_progress=False)
+             for p in (mesh_dir_predictor(dataset["good"], "good", ["chair"]), mesh_dir_predictor(dataset["blobs"], "blobs"))]
+    rows = read_results(files)
+    table = build_table(rows, "iou")
+    assert table.labels == ["good", "blobs"] and table.categories == ["chair", "lamp"]
+    lamp_good = [r["iou"] for r in rows if r["label"] == "good" and r["category"] == "lamp"]
+    assert table.values["lamp"]["good"] == (pytest.approx(np.mean(lamp_good)), 2)
+    assert table.values["lamp"]["blobs"] == (0.0, 1)   # the empty prediction counts 0; the missing one fails
+    assert table.failed == {"blobs": 1}
+    assert table.summary["mean"]["good"] == pytest.approx((table.values["chair"]["good"][0] + np.mean(lamp_good)) / 2)
+    assert table.summary["mean (zero-shot)"]["good"] == pytest.approx(np.mean(lamp_good))
+    text = to_markdown(table)
+    assert "| lamp |" in text and "\u2020" in text and "| failed | 0 | 1 |" in text
+    with pytest.raises(Ss3dError, match="twice"):
+        build_table(rows + rows, "iou")
+
+
+def test_report_is_one_self_contained_html_file(dataset, tmp_path):
+    cfg = eval_config("tiny")
+    out = tmp_path / "results"
+    files = [evaluate(dataset["shards"], dataset["manifest"], p, "chamfer", cfg, out, show_progress=False)
+             for p in (mesh_dir_predictor(dataset["good"], "good"), mesh_dir_predictor(dataset["blobs"], "blobs"))]
+    page = build_report(files, dataset["shards"], dataset["manifest"], tmp_path / "r.html", size=64).read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    # 3 samples x (input + 2 ground-truth views) + good x 3 x 2 views + blobs x 1 x 2 views
+    assert len(images) == 3 * 3 + 6 + 2
+    assert "no predicted mesh" in page and "empty prediction" in page
+    assert "http" not in page and "<script" not in page
+
+
+def test_bad_input_is_refused_clearly(dataset, tmp_path):
+    with pytest.raises(Ss3dError, match="--label"):
+        make_predictors([], [str(dataset["good"]), str(dataset["blobs"])], ["one"], "tiny")
+    with pytest.raises(Ss3dError, match="labels must differ"):
+        make_predictors([], [str(dataset["good"]), str(dataset["good"])], [], "tiny")
+    with pytest.raises(Ss3dError, match="no such prediction folder"):
+        mesh_dir_predictor(tmp_path / "nowhere", "x")
+    with pytest.raises(Ss3dError, match="nothing to evaluate"):
+        make_predictors([], [], [], "tiny")
+    with pytest.raises(Ss3dError, match="no such manifest"):
+        evaluate(dataset["shards"], tmp_path / "none.jsonl", mesh_dir_predictor(dataset["good"], "g"), "iou",
+                 eval_config("tiny"), tmp_path, show_progress=False)
+
+
+def test_cli_iou_table_report(dataset, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "res"
+    common = ["--shards", dataset["shards"], "--manifest", str(dataset["manifest"]), "--out", str(out),
+              "--preset", "tiny"]
+    result = runner.invoke(app, ["iou", *common, "--pred-dir", str(dataset["good"]), "--pred-dir",
+                                 str(dataset["blobs"]), "--label", "good", "--label", "blobs"])
+    assert result.exit_code == 0, result.output
+    assert result_path(out, "good", "iou").is_file() and result_path(out, "blobs", "iou").is_file()
+    md = tmp_path / "t.md"
+    result = runner.invoke(app, ["table", str(result_path(out, "good", "iou")), str(result_path(out, "blobs", "iou")),
+                                 "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    assert "| chair |" in md.read_text()
+    html_path = tmp_path / "r.html"
+    result = runner.invoke(app, ["report", str(result_path(out, "good", "iou")), "--shards", dataset["shards"],
+                                 "--manifest", str(dataset["manifest"]), "--out", str(html_path), "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert html_path.read_text().startswith("<!DOCTYPE html>")
+    result = runner.invoke(app, ["iou", *common, "--pred-dir", str(dataset["good"]), "--label", "a", "--label", "b"])
+    assert result.exit_code == 2 and "error" in result.output
+    result = runner.invoke(app, ["table", str(tmp_path / "missing.jsonl")])
+    assert result.exit_code == 2 and "no such result file" in result.output
