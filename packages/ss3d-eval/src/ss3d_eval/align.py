@@ -126,22 +126,19 @@ def icp(source: np.ndarray, target: np.ndarray, target_tree: cKDTree, start: Sim
     (both directions, so scale cannot collapse) and fits the similarity of all pairs. Returns (transform,
     final symmetric distance)."""
     current = start
-    best = (current, symmetric_distance(current.apply(source), target, target_tree))
-    for _ in range(iterations):
+    best: tuple[Similarity, float] | None = None
+    for _ in range(iterations + 1):
         moved = current.apply(source)
-        _, to_target = target_tree.query(moved)
-        _, to_source = cKDTree(moved).query(target)
+        d_target, to_target = target_tree.query(moved)
+        d_source, to_source = cKDTree(moved).query(target)
+        distance = 0.5 * float(d_target.mean() + d_source.mean())  # the current pose's score, for free
+        if best is not None and distance > best[1] - 1e-7 * best[1] - 1e-12:
+            break  # converged (or a step made it worse: keep the previous pose)
+        best = (current, distance)
         src = np.concatenate([source, source[to_source]])
         dst = np.concatenate([target[to_target], target])
         current = fit_similarity(src, dst, rotate)
-        score = symmetric_distance(current.apply(source), target, target_tree)
-        if score < best[1] - 1e-12:
-            improvement = best[1] - score
-            best = (current, score)
-            if improvement < 1e-7 * max(best[1], 1e-12) + 1e-10:
-                break
-        else:
-            break
+    assert best is not None
     return best
 
 
