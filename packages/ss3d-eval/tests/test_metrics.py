@@ -117,3 +117,32 @@ def test_align_refuses_degenerate_points():
 
     with pytest.raises(Ss3dError):
         align(np.zeros((2, 3)), np.ones((10, 3)))
+
+
+def test_point_cloud_ground_truth_scores_chamfer_and_refuses_iou(asymmetric, cfg, tmp_path):
+    from ss3d_data.errors import Ss3dError
+    from ss3d_eval.shapes import load_shape, sample_surface
+
+    mesh = make_shape(asymmetric.vertices, asymmetric.faces)
+    points = sample_surface(mesh, 20000, np.random.default_rng(0))
+    path = tmp_path / "scan.ply"
+    trimesh.PointCloud(points).export(path)
+    cloud = load_shape(path)
+    assert not cloud.is_mesh and len(cloud.vertices) == 20000
+    result = score(mesh.transformed(_random_similarity(4)), cloud, cfg, "scan", ("chamfer",))
+    assert result["chamfer_l1"] < 0.01 and result["fscore"]["0.02"] > 0.98
+    with pytest.raises(Ss3dError, match="point cloud"):
+        score(mesh, cloud, cfg, "scan", ("iou",))
+
+
+def test_empty_and_missing_files_are_refused(tmp_path):
+    from ss3d_data.errors import Ss3dError
+    from ss3d_eval.shapes import load_shape
+
+    with pytest.raises(Ss3dError, match="no such mesh file"):
+        load_shape(tmp_path / "none.ply")
+    (tmp_path / "junk.ply").write_bytes(b"\x00garbage")
+    with pytest.raises(Ss3dError, match="junk.ply"):
+        load_shape(tmp_path / "junk.ply")
+    with pytest.raises(Ss3dError, match="empty"):
+        make_shape(np.zeros((3, 3)), np.array([[0, 1, 2]]), "flat")  # one zero-area face: no surface
