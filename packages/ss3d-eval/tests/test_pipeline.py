@@ -74,6 +74,9 @@ def test_evaluate_scores_every_sample_and_reports_failures(dataset, tmp_path):
     assert [r["key"] for r in rows] == ["chair-1-img0", "lamp-1-img0", "lamp-2-img0"]
     assert all(r["status"] == "ok" and r["iou"] > 0.9 for r in rows)
     assert [r["seen"] for r in rows] == [True, False, False]
+    zero_shot = evaluate(dataset["shards"], dataset["manifest"], good, "iou", cfg, tmp_path / "zs", subset="unseen",
+                         show_progress=False)
+    assert [r["key"] for r in read_results([zero_shot])] == ["lamp-1-img0", "lamp-2-img0"]
     blobs = mesh_dir_predictor(dataset["blobs"], "blobs")
     rows = {r["key"]: r for r in read_results([evaluate(dataset["shards"], dataset["manifest"], blobs, "chamfer",
                                                          cfg, out, show_progress=False)])}
@@ -143,6 +146,9 @@ def test_bad_input_is_refused_clearly(dataset, tmp_path):
         mesh_dir_predictor(tmp_path / "nowhere", "x")
     with pytest.raises(Ss3dError, match="nothing to evaluate"):
         make_predictors([], [], [], "tiny")
+    with pytest.raises(Ss3dError, match="training categories are unknown"):
+        evaluate(dataset["shards"], dataset["manifest"], mesh_dir_predictor(dataset["good"], "g"), "iou",
+                 eval_config("tiny"), tmp_path, subset="unseen", show_progress=False)
     with pytest.raises(Ss3dError, match="no such manifest"):
         evaluate(dataset["shards"], tmp_path / "none.jsonl", mesh_dir_predictor(dataset["good"], "g"), "iou",
                  eval_config("tiny"), tmp_path, show_progress=False)

@@ -34,12 +34,14 @@ LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Evaluate only 
 NoAlignOpt = Annotated[bool, typer.Option("--no-align", help="Score in the canonical frame, without alignment.")]
 SaveOpt = Annotated[bool, typer.Option("--save-meshes/--no-save-meshes",
                                        help="Keep predicted meshes in <out>/<label>-meshes/ (for the report).")]
+SubsetOpt = Annotated[str, typer.Option(
+    "--subset", help="all, seen or unseen: only categories the method was (not) trained on (zero-shot).")]
 MaxBadOpt = Annotated[int, typer.Option("--max-bad", help="Corrupt shard samples tolerated before stopping.")]
 
 
 def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path] | None, pred_dirs: list[Path] | None,
                labels: list[str] | None, seen_categories: str | None, out: Path, preset: str, view: int,
-               limit: int | None, no_align: bool, save_meshes: bool, max_bad: int) -> list[Path]:
+               limit: int | None, no_align: bool, save_meshes: bool, max_bad: int, subset: str = "all") -> list[Path]:
     """Evaluate every method under ``metric``; print the comparison table; return the result files."""
     cfg = eval_config(preset)
     seen = [c.strip() for c in seen_categories.split(",") if c.strip()] if seen_categories is not None else None
@@ -49,7 +51,8 @@ def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path]
     for predictor in predictors:
         keep = save_meshes or predictor.source.endswith(".safetensors")
         files.append(evaluate(shards, manifest, predictor, metric, cfg, out, preset=preset, view=view,
-                              aligned=not no_align, limit=limit, save_meshes=keep, max_bad=max_bad))
+                              aligned=not no_align, limit=limit, save_meshes=keep, max_bad=max_bad,
+                              subset=subset))
         console.print(f"wrote {files[-1]}")
     rows = read_results(files)
     for name in score_names(rows)[:2]:
@@ -62,20 +65,20 @@ def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path]
 def iou(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("results"), checkpoint: CheckpointOpt = None,
         pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
         preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
-        save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10) -> None:
+        save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all") -> None:
     """Volumetric IoU of each prediction against its ground-truth mesh, after alignment."""
     run_metric("iou", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
-               no_align, save_meshes, max_bad)
+               no_align, save_meshes, max_bad, subset)
 
 
 @app.command()
 def chamfer(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("results"), checkpoint: CheckpointOpt = None,
             pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
             preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
-            save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10) -> None:
+            save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all") -> None:
     """Chamfer distance and F-scores of each prediction against its ground-truth mesh or point cloud, after alignment."""
     run_metric("chamfer", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
-               no_align, save_meshes, max_bad)
+               no_align, save_meshes, max_bad, subset)
 
 
 def write_tables(files: list[Path], markdown: Path | None, json_path: Path | None, digits: int) -> str:

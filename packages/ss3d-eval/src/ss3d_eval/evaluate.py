@@ -128,12 +128,18 @@ def _score_item(item: TestItem, predictor: Predictor, truth: GroundTruth, cfg: E
 def evaluate(shards: str | list[str], manifest: str | os.PathLike[str], predictor: Predictor, metric: str,
              cfg: EvalConfig, out_dir: str | os.PathLike[str], *, preset: str = "", view: int = 0,
              aligned: bool = True, limit: int | None = None, save_meshes: bool = False,
-             max_bad: int = 10, show_progress: bool = True) -> Path:
+             max_bad: int = 10, subset: str = "all", show_progress: bool = True) -> Path:
     """Score every test sample of ``shards`` with ``predictor`` under ``metric`` ("iou" or "chamfer"); write the
     rows to ``<out_dir>/<label>.<metric>.jsonl`` and return its path. ``save_meshes`` keeps the predicted meshes
-    (``<out_dir>/<label>-meshes/<key>.ply``) for the report."""
+    (``<out_dir>/<label>-meshes/<key>.ply``) for the report. ``subset`` "seen" / "unseen" keeps only samples of
+    categories the predictor was / was not trained on (zero-shot evaluation)."""
     if metric not in ("iou", "chamfer"):
         raise Ss3dError(f"unknown metric {metric!r}; use iou or chamfer")
+    if subset not in ("all", "seen", "unseen"):
+        raise Ss3dError(f"subset must be all, seen or unseen, got {subset!r}")
+    if subset != "all" and predictor.seen_categories is None:
+        raise Ss3dError(f"{predictor.label}: its training categories are unknown, so there is no {subset} subset",
+                        hint="use a checkpoint, or give --seen-categories for a prediction folder")
     check_label(predictor.label)
     truth = GroundTruth(manifest)
     out = result_path(out_dir, predictor.label, metric)
@@ -141,10 +147,12 @@ def evaluate(shards: str | list[str], manifest: str | os.PathLike[str], predicto
     done = {r["key"]: r for r in read_results([out]) if r.get("settings") == digest} if out.is_file() else {}
     mesh_dir = Path(out_dir) / f"{predictor.label}-meshes" if save_meshes else None
     items = list(iter_test_items(shards, view, max_bad))
+    if subset != "all":
+        items = [i for i in items if predictor.seen(i.info.category) == (subset == "seen")]
     if limit is not None:
         items = items[:limit]
     if not items:
-        raise Ss3dError(f"no test samples in {shards}")
+        raise Ss3dError(f"no test samples in {shards}" + (f" of {subset} categories" if subset != "all" else ""))
     keys = [item.key for item in items]
     if len(set(keys)) != len(keys):
         raise Ss3dError("the test shards hold duplicate sample keys")
