@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ss3d_data.atomic import atomic_write_text
-from ss3d_data.clikit import progress
+from ss3d_data.clikit import debug_enabled, progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_eval.config import EvalConfig
@@ -122,6 +122,10 @@ def _score_item(item: TestItem, predictor: Predictor, truth: GroundTruth, cfg: E
             row["iou"] = 0.0  # no surface encloses no volume
     except Ss3dError as err:
         row.update(status="failed", error=str(err))
+    except Exception as err:  # a library failing on one odd input must not end the whole run
+        if debug_enabled():
+            raise
+        row.update(status="failed", error=f"{type(err).__name__}: {err}")
     return row
 
 
