@@ -43,10 +43,11 @@ def check_label(label: str) -> str:
     return label
 
 
-def settings_hash(cfg: EvalConfig, metric: str, source: str, view: int, aligned: bool) -> str:
+def settings_hash(cfg: EvalConfig, metric: str, source: str, view: int, aligned: bool, fingerprint: str = "",
+                  preset: str = "") -> str:
     """Identifies what a row was computed with; resumed runs reuse only rows with the same hash."""
-    text = json.dumps({"cfg": asdict(cfg), "metric": metric, "source": source, "view": view, "aligned": aligned},
-                      sort_keys=True)
+    text = json.dumps({"cfg": asdict(cfg), "metric": metric, "source": source, "view": view, "aligned": aligned,
+                       "fingerprint": fingerprint, "preset": preset}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -147,7 +148,7 @@ def evaluate(shards: str | list[str], manifest: str | os.PathLike[str], predicto
     check_label(predictor.label)
     truth = GroundTruth(manifest)
     out = result_path(out_dir, predictor.label, metric)
-    digest = settings_hash(cfg, metric, predictor.source, view, aligned)
+    digest = settings_hash(cfg, metric, predictor.source, view, aligned, predictor.fingerprint, preset)
     done = {r["key"]: r for r in read_results([out]) if r.get("settings") == digest} if out.is_file() else {}
     mesh_dir = Path(out_dir) / f"{predictor.label}-meshes" if save_meshes else None
     items = list(iter_test_items(shards, view, max_bad))

@@ -61,6 +61,7 @@ class Predictor:
     label: str
     source: str
     seen_categories: frozenset[str] | None = None
+    fingerprint: str = ""  # changes when the source changes (a re-trained checkpoint), so old rows are not reused
 
     def predict(self, item: TestItem) -> Shape:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -156,7 +157,9 @@ def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str) 
     from ss3d_model import read_checkpoint_meta
 
     meta = read_checkpoint_meta(path)  # validates the file now, so a bad path fails before any work
+    stat = Path(path).stat()
     return CheckpointPredictor(label=label, source=str(path), seen_categories=frozenset(meta.categories),
+                               fingerprint=f"{stat.st_size}:{stat.st_mtime_ns}:{meta.stage}:{meta.step}",
                                checkpoint=Path(path), preset=preset)
 
 
