@@ -2,9 +2,91 @@
 
 from __future__ import annotations
 
-from ss3d_data.clikit import make_app
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ss3d_data.clikit import console, make_app
+from ss3d_data.errors import Ss3dError
+from ss3d_render.jobs import RenderSummary
 
 app = make_app("ss3d-render", "Render meshes with Blender (bpy): synthetic multi-view sets and in-the-wild style image collections.")
+
+ManifestOpt = Annotated[Path, typer.Option("--manifest", help="Mesh manifest (JSON lines, ss3d-mesh-manifest v1).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder: one sample folder per key (resumable).")]
+PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET", help="Preset name or .toml path ([render] sizes).")]
+ShardIndexOpt = Annotated[int, typer.Option("--shard-index", help="This process's index: renders instances i with i % n == index.")]
+NumShardsOpt = Annotated[int, typer.Option("--num-shards", help="Number of processes sharing the manifest (n).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Base seed (default: the preset's [render] seed).")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Render at most this many of this process's instances.")]
+
+
+def _report(summary: RenderSummary, what: str) -> None:
+    console.print(
+        f"{what}: {summary.rendered} rendered, {summary.skipped} already present, {len(summary.failed)} failed "
+        f"of {summary.assigned}; {summary.views} images in {summary.seconds:.1f} s "
+        f"({summary.views_per_second:.1f} images/s)"
+    )
+    if summary.failed and summary.rendered == 0 and summary.skipped == 0:
+        raise Ss3dError(f"every instance failed; first: {summary.failed[0]}")
+
+
+@app.command("views")
+def views_command(
+    manifest: ManifestOpt,
+    out: OutOpt,
+    preset: PresetOpt = "paper",
+    shard_index: ShardIndexOpt = 0,
+    num_shards: NumShardsOpt = 1,
+    seed: SeedOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Synthetic multi-view renders: one 'views' sample folder per instance (RGB, mask, cameras)."""
+    from ss3d_render.views import render_views  # imports bpy: only when a command runs
+
+    _report(render_views(manifest, out, preset, shard_index, num_shards, seed, limit), "views")
+
+
+@app.command("collection")
+def collection_command(
+    manifest: ManifestOpt,
+    out: OutOpt,
+    preset: PresetOpt = "paper",
+    categories: Annotated[
+        str | None, typer.Option("--categories", help="Comma-separated categories to render (default: all).")
+    ] = None,
+    background: Annotated[
+        bool, typer.Option("--background/--no-background", help="Composite a random procedural background.")
+    ] = False,
+    degrade: Annotated[
+        bool, typer.Option("--degrade/--no-degrade", help="Make masks approximate (erode/dilate, noisy boundary).")
+    ] = False,
+    shard_index: ShardIndexOpt = 0,
+    num_shards: NumShardsOpt = 1,
+    seed: SeedOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """In-the-wild style collection: 'image' samples without cameras; true cameras in <out>/cameras.jsonl."""
+    from ss3d_render.collection import render_collection
+
+    chosen = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    summary = render_collection(
+        manifest, out, preset, chosen, background, degrade, shard_index, num_shards, seed, limit
+    )
+    _report(summary, "collection")
+
+
+@app.command("sidecar")
+def sidecar_command(
+    out: Annotated[Path, typer.Option("--out", help="A collection folder written by `ss3d-render collection`.")],
+) -> None:
+    """Rebuild <out>/cameras.jsonl from the per-image camera files (after a parallel array job)."""
+    from ss3d_render.collection import rebuild_sidecar
+
+    if not out.is_dir():
+        raise Ss3dError(f"{out}: no such folder")
+    console.print(f"wrote {rebuild_sidecar(out)}")
 
 
 def main() -> None:

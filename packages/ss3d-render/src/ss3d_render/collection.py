@@ -1,0 +1,175 @@
+"""In-the-wild style image collections (``ss3d-render collection``): for the chosen categories, images of each
+instance from random *unknown* cameras, for self-training (which sees images and approximate masks only).
+
+Per image: azimuth U(azimuth_deg), elevation U(collection_elevation_deg), distance U(collection_distance_range),
+focal ``focal_px`` x U[1 - collection_focal_jitter, 1 + collection_focal_jitter], roll U[-r, r]; fresh random
+lighting; optionally a procedural background behind the object (``background``) and a degraded mask
+(``degrade``). Samples are ``kind = "image"`` without cameras. The true camera goes only to the evaluation sidecar
+``<out>/cameras.jsonl`` (one ``{"key", "intrinsics", "cam2world"}`` object per line, sorted by key), rebuilt at
+the end of every run from one small file per image under ``<out>/.cameras/`` so that parallel processes and
+resumed runs never write the same file concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ss3d_data.atomic import atomic_write_text
+from ss3d_data.clikit import console, progress
+from ss3d_data.errors import Ss3dError
+from ss3d_data.manifest import MeshRecord, read_manifest
+from ss3d_data.schema import Sample, SampleInfo, make_key, write_sample_dir
+from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orbit
+from ss3d_render.config import RenderConfig, render_config
+from ss3d_render.imaging import composite, degrade_mask, random_background
+from ss3d_render.jobs import RenderSummary, assigned_records, instance_rng, premultiply, quiet_stdout
+from ss3d_render.scene import RenderScene
+
+SIDECAR_NAME = "cameras.jsonl"
+_PARTS_DIR = ".cameras"
+_RETRIES = 10
+
+
+def image_keys(instance_id: str, count: int) -> list[str]:
+    """Sample keys of an instance's collection images: the instance id alone for one image, else ``<id>-vNN``."""
+    return [instance_id] if count == 1 else [make_key(instance_id, f"v{j:02d}") for j in range(count)]
+
+
+def select_categories(records: Sequence[MeshRecord], categories: Sequence[str] | None) -> list[MeshRecord]:
+    """Records whose category is in ``categories`` (all when None); unknown category names are an error."""
+    if not categories:
+        return list(records)
+    present = {r.category for r in records}
+    missing = sorted(set(categories) - present)
+    if missing:
+        raise Ss3dError(
+            f"categories not in the manifest: {', '.join(missing)}", hint=f"present: {', '.join(sorted(present))}"
+        )
+    return [r for r in records if r.category in set(categories)]
+
+
+def render_instance_images(
+    scene: RenderScene,
+    record: MeshRecord,
+    manifest_path: Path,
+    config: RenderConfig,
+    seed: int,
+    background: bool,
+    degrade: bool,
+) -> list[tuple[Sample, np.ndarray, np.ndarray]]:
+    """Render one instance's collection images: a list of (sample, intrinsics [3, 3], cam2world [4, 4]); the
+    cameras are returned for the sidecar only, the samples carry none. Deterministic given (seed, instance)."""
+    rng = instance_rng(seed, record.instance_id, "collection")
+    size = config.image_size
+    with quiet_stdout():
+        scene.load_object(record.resolve(manifest_path), record.matrix())
+    results = []
+    max_radius = int(round(config.collection_degrade_fraction * size))
+    for key in image_keys(record.instance_id, config.collection_views_per_instance):
+        lighting = scene.randomise_lighting(rng)
+        jitter = config.collection_focal_jitter
+        for _ in range(_RETRIES):
+            eye = sample_orbit(
+                rng, 1, config.azimuth_deg, config.collection_elevation_deg, config.collection_distance_range
+            )[0]
+            focal = config.focal_px * float(rng.uniform(1 - jitter, 1 + jitter))
+            cam2world = look_at_cam2world(eye, roll_deg=float(rng.uniform(-1, 1) * config.collection_roll_deg))
+            with quiet_stdout():
+                rgba = scene.render(cam2world, focal)
+            if (rgba[..., 3] >= 128).any():
+                break
+        else:
+            raise Ss3dError(f"{record.instance_id}: no camera out of {_RETRIES} shows the object")
+        extra = {**scene.settings(), "seed": seed, "lighting": lighting}
+        if background:
+            backdrop, extra["background"] = random_background(rng, size)
+            rgb, mask = composite(rgba, backdrop), rgba[..., 3].copy()
+        else:
+            rgb, mask = premultiply(rgba)
+        if degrade:
+            mask, extra["degrade"] = degrade_mask(mask, rng, max_radius)
+        info = SampleInfo(
+            kind="image",
+            key=key,
+            category=record.category,
+            instance_id=record.instance_id,
+            source=record.source,
+            licence=record.licence,
+            split=record.split,
+            attribution=record.attribution,
+            extra=extra,
+        )
+        sample = Sample(info, rgb[None], mask[None])
+        sample.validate()
+        results.append((sample, intrinsics_matrix(focal, size, size), cam2world))
+    return results
+
+
+def _camera_line(key: str, intrinsics: np.ndarray, cam2world: np.ndarray) -> str:
+    return json.dumps({"key": key, "intrinsics": intrinsics.tolist(), "cam2world": cam2world.tolist()}, sort_keys=True)
+
+
+def rebuild_sidecar(out: str | os.PathLike[str]) -> Path:
+    """(Re)write ``out/cameras.jsonl`` from the per-image camera files of every process, sorted by key, keeping
+    only images whose sample folder exists."""
+    out_path = Path(out)
+    parts = sorted((out_path / _PARTS_DIR).glob("*.json")) if (out_path / _PARTS_DIR).is_dir() else []
+    lines = [p.read_text(encoding="utf-8").strip() for p in parts if (out_path / p.stem).is_dir()]
+    target = out_path / SIDECAR_NAME
+    atomic_write_text(target, "".join(line + "\n" for line in lines))
+    return target
+
+
+def render_collection(
+    manifest: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    preset: str = "paper",
+    categories: Sequence[str] | None = None,
+    background: bool = False,
+    degrade: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    seed: int | None = None,
+    limit: int | None = None,
+) -> RenderSummary:
+    """Render the collection images of the selected categories into ``out/<key>/`` (``kind = "image"``),
+    skipping instances whose images all exist, then rebuild the camera sidecar ``out/cameras.jsonl``."""
+    config = render_config(preset)
+    seed = config.seed if seed is None else seed
+    manifest_path = Path(manifest)
+    selected = select_categories(read_manifest(manifest_path), categories)
+    records = assigned_records(selected, shard_index, num_shards)[:limit]
+    out_path = Path(out)
+    parts_dir = out_path / _PARTS_DIR
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    summary = RenderSummary(assigned=len(records))
+    count = config.collection_views_per_instance
+    todo = [r for r in records if not all((out_path / k).is_dir() for k in image_keys(r.instance_id, count))]
+    summary.skipped = len(records) - len(todo)
+    start = time.perf_counter()
+    if todo:
+        with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene, progress() as bar:
+            task = bar.add_task("collection", total=len(todo), status="")
+            for record in todo:
+                try:
+                    images = render_instance_images(scene, record, manifest_path, config, seed, background, degrade)
+                except Ss3dError as err:
+                    summary.failed.append(f"{record.instance_id}: {err}")
+                    console.print(f"[yellow]skipped[/yellow] {record.instance_id}: {err}")
+                else:
+                    for sample, intrinsics, cam2world in images:
+                        # camera first: a sample folder that exists always has its camera on disk
+                        atomic_write_text(parts_dir / f"{sample.info.key}.json", _camera_line(sample.info.key, intrinsics, cam2world))
+                        write_sample_dir(sample, out_path)
+                    summary.rendered += 1
+                    summary.views += len(images)
+                bar.update(task, advance=1, status=f"{summary.views / max(time.perf_counter() - start, 1e-9):.1f} img/s")
+    rebuild_sidecar(out_path)
+    summary.seconds = time.perf_counter() - start
+    return summary
