@@ -66,6 +66,23 @@ def coloured_ply_file(folder: Path) -> tuple[Path, trimesh.Trimesh, np.ndarray]:
     return path, mesh, canonical_matrix(mesh.bounds[0], mesh.bounds[1], up_axis="z")
 
 
+class MeshKit:
+    """The constants and builders above, for tests (conftest is not importable under --import-mode=importlib)."""
+
+    SPHERE_CENTER = SPHERE_CENTER
+    SPHERE_RADIUS = SPHERE_RADIUS
+    TEXTURE_RGB = TEXTURE_RGB
+    MTL_KD = MTL_KD
+    VERTEX_RGB = VERTEX_RGB
+    record = staticmethod(record)
+    sphere_file = staticmethod(sphere_file)
+
+
+@pytest.fixture
+def kit() -> type[MeshKit]:
+    return MeshKit
+
+
 @pytest.fixture
 def sphere_manifest(tmp_path: Path) -> Path:
     path, mesh, matrix = sphere_file(tmp_path)
