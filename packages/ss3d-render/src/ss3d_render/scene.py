@@ -23,7 +23,8 @@ from ss3d_render.cameras import blender_matrix_world, spherical_to_position
 from ss3d_render.importers import import_mesh
 
 _SENSOR_WIDTH_MM = 36.0
-_HDRI_WIDTH = 256
+_HDRI_SIZE = (64, 32)  # HDRIs are averaged down to this size (width, height)
+_HDRI_PEAK = 4.0  # and clipped to this multiple of their mean radiance
 
 
 def find_hdris() -> list[Path]:
@@ -66,6 +67,8 @@ class RenderScene:
         scene.cycles.diffuse_bounces = min(2, self.max_bounces)
         scene.cycles.glossy_bounces = min(2, self.max_bounces)
         scene.cycles.transparent_max_bounces = 8
+        scene.cycles.sample_clamp_direct = 4.0  # bounds rare bright paths (fireflies) at low sample counts
+        scene.cycles.sample_clamp_indirect = 1.0
         render.use_persistent_data = True
         render.film_transparent = True
         render.resolution_x = render.resolution_y = self.image_size
@@ -112,12 +115,28 @@ class RenderScene:
 
     @staticmethod
     def _load_hdri(path: Path) -> bpy.types.Image:
-        image = bpy.data.images.load(str(path), check_existing=True)
+        """A small, tamed copy of an HDRI as a generated float image.
+
+        Without an importance map (see ``_make_world``) an HDRI's small bright spots (the sun) are found only by
+        chance and show as fireflies at 16 samples. Lighting needs only the low frequencies, so the HDRI is
+        box-averaged to ``_HDRI_SIZE``, its peaks are clipped to a few times its mean radiance and it is scaled to
+        mean 1, so that a world strength means the same brightness for every HDRI and for a uniform sky."""
+        source = bpy.data.images.load(str(path), check_existing=False)
+        width, height = source.size
+        pixels = np.empty(width * height * 4, dtype=np.float32)
+        source.pixels.foreach_get(pixels)
+        bpy.data.images.remove(source)
+        rgb = pixels.reshape(height, width, 4)[..., :3]
+        out_w, out_h = _HDRI_SIZE
+        rgb = rgb[: height - height % out_h, : width - width % out_w]
+        small = rgb.reshape(out_h, rgb.shape[0] // out_h, out_w, rgb.shape[1] // out_w, 3).mean(axis=(1, 3))
+        small = np.minimum(small, _HDRI_PEAK * small.mean())
+        small = small / max(float(small.mean()), 1e-6)  # mean radiance 1: the world strength sets the brightness
+        image = bpy.data.images.new(f"ss3d-hdri-{path.stem}", out_w, out_h, alpha=False, float_buffer=True)
+        rgba = np.concatenate([small, np.ones((out_h, out_w, 1), np.float32)], axis=-1)
+        image.pixels.foreach_set(rgba.ravel())
+        image.pack()
         image.use_fake_user = True  # survives the orphan purge between instances
-        # Lighting needs only the HDRI's low frequencies; a small copy makes Cycles' importance map and texture
-        # lookups cheap (full size costs about 2 s per instance and doubles the time per view).
-        if image.size[0] > _HDRI_WIDTH:
-            image.scale(_HDRI_WIDTH, max(1, _HDRI_WIDTH * image.size[1] // image.size[0]))
         return image
 
     # ---- per instance -------------------------------------------------------------------------------------------
@@ -146,8 +165,8 @@ class RenderScene:
             rotation = float(rng.uniform(0, 2 * np.pi))
             self._world_nodes["mapping"].inputs["Rotation"].default_value = (0.0, 0.0, rotation)
             tree.links.new(environment.outputs["Color"], background.inputs["Color"])
-            strength = float(rng.uniform(0.5, 1.2))
-            description["world"] = {"hdri": Path(self._hdris[index].filepath).name, "rotation_rad": rotation}
+            strength = float(rng.uniform(0.3, 0.8))
+            description["world"] = {"hdri": self._hdris[index].name.removeprefix("ss3d-hdri-"), "rotation_rad": rotation}
         else:
             grey = float(rng.uniform(0.7, 1.0))
             background.inputs["Color"].default_value = (grey, grey, grey, 1.0)
@@ -155,7 +174,7 @@ class RenderScene:
             description["world"] = {"colour": grey}
         background.inputs["Strength"].default_value = strength
         description["world"]["strength"] = strength
-        for light, (lo, hi) in zip(self._lights, ((2.0, 4.0), (0.0, 1.0))):
+        for light, (lo, hi) in zip(self._lights, ((1.0, 2.5), (0.0, 0.6))):
             azimuth, elevation = float(rng.uniform(0, 360)), float(rng.uniform(15, 80))
             energy = float(rng.uniform(lo, hi))
             light.data.energy = energy
