@@ -38,15 +38,18 @@ def find_hdris() -> list[Path]:
 class RenderScene:
     """A reusable Cycles scene rendering square ``image_size`` RGBA views of one object at a time."""
 
-    def __init__(self, image_size: int, samples: int, max_bounces: int, use_hdris: bool = True) -> None:
+    def __init__(
+        self, image_size: int, samples: int, max_bounces: int, use_hdris: bool = True, matte: bool = True
+    ) -> None:
         bpy.ops.wm.read_factory_settings(use_empty=True)
         self.image_size = image_size
         self.samples = samples
         self.max_bounces = max_bounces
+        self.matte = matte
         self._scene = bpy.context.scene
         self._configure_engine()
         self._camera = self._make_camera()
-        self._lights = [self._make_sun("key"), self._make_sun("fill")]
+        self._lights = [self._make_sun("key", shadows=True), self._make_sun("fill", shadows=False)]
         self._world_nodes = self._make_world()
         self._hdris = [self._load_hdri(p) for p in find_hdris()] if use_hdris else []
         self._objects: list[bpy.types.Object] = []
@@ -91,8 +94,9 @@ class RenderScene:
         self._scene.camera = camera
         return camera
 
-    def _make_sun(self, name: str) -> bpy.types.Object:
+    def _make_sun(self, name: str, shadows: bool) -> bpy.types.Object:
         light = bpy.data.lights.new(f"ss3d-{name}", "SUN")
+        light.use_shadow = shadows  # a shadowless fill saves one shadow ray per sample
         light.angle = np.radians(5.0)  # slightly soft shadows
         obj = bpy.data.objects.new(f"ss3d-{name}", light)
         self._scene.collection.objects.link(obj)
@@ -143,7 +147,7 @@ class RenderScene:
     def load_object(self, path: str | Path, to_canonical: np.ndarray) -> None:
         """Replace the current object with the mesh at ``path``, placed by ``to_canonical`` [4, 4]."""
         self.clear_object()
-        self._objects = import_mesh(path, to_canonical)
+        self._objects = import_mesh(path, to_canonical, matte=self.matte)
 
     def clear_object(self) -> None:
         for obj in self._objects:
@@ -205,6 +209,7 @@ class RenderScene:
             "max_bounces": self.max_bounces,
             "denoise": False,
             "view_transform": "Standard",
+            "matte": self.matte,
             "image_size": self.image_size,
         }
 
