@@ -1,7 +1,6 @@
 """``ss3d-render collection`` with real renders: image samples without cameras, cameras only in the sidecar,
 backgrounds behind the object, approximate masks, vertex colours, category selection."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,8 @@ from typer.testing import CliRunner
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.schema import read_sample_dir
+from ss3d_data.sidecar import read_cameras
+from ss3d_render.cameras import sphere_silhouette
 from ss3d_render.cli import app
 
 pytestmark = pytest.mark.blender
@@ -21,13 +22,13 @@ def test_collection_with_background_and_degraded_masks(mixed_manifest: Path, tes
     out = tmp_path / "collection"
     summary = render_collection(mixed_manifest, out, preset=str(test_preset), background=True, degrade=True)
     assert summary.rendered == 2 and not summary.failed
-    lines = [json.loads(line) for line in (out / "cameras.jsonl").read_text().splitlines()]
-    assert [line["key"] for line in lines] == ["box", "capsule"]
-    for line in lines:
-        assert np.asarray(line["intrinsics"]).shape == (3, 3) and np.asarray(line["cam2world"]).shape == (4, 4)
-        sample = read_sample_dir(out / line["key"])
+    cameras = read_cameras(out / "cameras.jsonl")
+    assert sorted(cameras) == ["box", "capsule"]
+    for key, (intrinsics, cam2world) in cameras.items():
+        assert intrinsics.shape == (3, 3) and cam2world.shape == (4, 4)
+        sample = read_sample_dir(out / key)
         assert sample.info.kind == "image" and sample.intrinsics is None and sample.cam2world is None
-        assert not (out / line["key"] / "cameras.json").exists()
+        assert not (out / key / "cameras.json").exists()
         assert sample.info.extra["background"]["kind"] and "degrade" in sample.info.extra
         assert set(np.unique(sample.masks)) <= {0, 255}
         # the RGB is not pre-masked: background pixels far from the object carry the backdrop
@@ -66,4 +67,17 @@ def test_cli_collection(mixed_manifest: Path, test_preset: Path, tmp_path: Path)
     assert (out / "box" / "meta.json").is_file() and (out / "cameras.jsonl").is_file()
     (out / "cameras.jsonl").unlink()
     result = CliRunner().invoke(app, ["sidecar", "--out", str(out)])
-    assert result.exit_code == 0 and json.loads((out / "cameras.jsonl").read_text())["key"] == "box"
+    assert result.exit_code == 0 and list(read_cameras(out / "cameras.jsonl")) == ["box"]
+
+
+def test_sidecar_camera_is_the_true_camera(sphere_manifest: Path, test_preset: Path, tmp_path: Path, kit):
+    """Rolled, focal-jittered collection cameras: the sphere's mask must match its projection through the sidecar."""
+    from ss3d_render.collection import render_collection
+
+    out = tmp_path / "collection"
+    render_collection(sphere_manifest, out, preset=str(test_preset))
+    intrinsics, cam2world = read_cameras(out / "cameras.jsonl")["sphere"]
+    sample = read_sample_dir(out / "sphere")
+    expected = sphere_silhouette(kit.SPHERE_CENTER, kit.SPHERE_RADIUS, intrinsics, cam2world, 96, 96)
+    rendered = sample.masks[0] >= 128
+    assert (expected & rendered).sum() / (expected | rendered).sum() > 0.99

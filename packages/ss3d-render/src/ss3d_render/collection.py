@@ -5,7 +5,8 @@ Per image: azimuth U(azimuth_deg), elevation U(collection_elevation_deg), distan
 focal ``focal_px`` x U[1 - collection_focal_jitter, 1 + collection_focal_jitter], roll U[-r, r]; fresh random
 lighting; optionally a procedural background behind the object (``background``) and a degraded mask
 (``degrade``). Samples are ``kind = "image"`` without cameras. The true camera goes only to the evaluation sidecar
-``<out>/cameras.jsonl`` (one ``{"key", "intrinsics", "cam2world"}`` object per line, sorted by key), rebuilt at
+``<out>/cameras.jsonl`` (format ``ss3d-cameras`` of :mod:`ss3d_data.sidecar`: one ``{"format", "version", "key",
+"intrinsics", "cam2world"}`` object per line, sorted by key), rebuilt at
 the end of every run from one small file per image under ``<out>/.cameras/`` so that parallel processes and
 resumed runs never write the same file concurrently.
 """
@@ -25,6 +26,7 @@ from ss3d_data.clikit import console, progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_data.schema import Sample, SampleInfo, make_key, write_sample_dir
+from ss3d_data.sidecar import camera_line, write_cameras
 from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orbit
 from ss3d_render.config import RenderConfig, render_config
 from ss3d_render.imaging import composite, degrade_mask, random_background
@@ -111,19 +113,21 @@ def render_instance_images(
     return results
 
 
-def _camera_line(key: str, intrinsics: np.ndarray, cam2world: np.ndarray) -> str:
-    return json.dumps({"key": key, "intrinsics": intrinsics.tolist(), "cam2world": cam2world.tolist()}, sort_keys=True)
-
-
 def rebuild_sidecar(out: str | os.PathLike[str]) -> Path:
     """(Re)write ``out/cameras.jsonl`` from the per-image camera files of every process, sorted by key, keeping
     only images whose sample folder exists."""
     out_path = Path(out)
     parts = sorted((out_path / _PARTS_DIR).glob("*.json")) if (out_path / _PARTS_DIR).is_dir() else []
-    lines = [p.read_text(encoding="utf-8").strip() for p in parts if (out_path / p.stem).is_dir()]
-    target = out_path / SIDECAR_NAME
-    atomic_write_text(target, "".join(line + "\n" for line in lines))
-    return target
+    rows = []
+    for part in parts:
+        if not (out_path / part.stem).is_dir():
+            continue
+        try:
+            raw = json.loads(part.read_text(encoding="utf-8"))
+            rows.append((raw["key"], raw["intrinsics"], raw["cam2world"]))
+        except (ValueError, KeyError, TypeError) as err:
+            raise Ss3dError(f"{part}: unreadable camera file ({err})", hint="delete it and its sample folder, then re-run") from None
+    return write_cameras(out_path / SIDECAR_NAME, rows)
 
 
 def render_collection(
@@ -165,7 +169,8 @@ def render_collection(
                 else:
                     for sample, intrinsics, cam2world in images:
                         # camera first: a sample folder that exists always has its camera on disk
-                        atomic_write_text(parts_dir / f"{sample.info.key}.json", _camera_line(sample.info.key, intrinsics, cam2world))
+                        line = camera_line(sample.info.key, intrinsics, cam2world)
+                        atomic_write_text(parts_dir / f"{sample.info.key}.json", line)
                         write_sample_dir(sample, out_path)
                     summary.rendered += 1
                     summary.views += len(images)
