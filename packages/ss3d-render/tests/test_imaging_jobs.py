@@ -74,7 +74,9 @@ def test_process_split_is_a_partition_by_index_modulo():
 
 
 def test_instance_rng_depends_on_seed_instance_and_stream_only():
-    draw = lambda *a: instance_rng(*a).random(4)  # noqa: E731
+    def draw(*args):
+        return instance_rng(*args).random(4)
+
     np.testing.assert_array_equal(draw(0, "chair-1", "views"), draw(0, "chair-1", "views"))
     assert not np.array_equal(draw(0, "chair-1", "views"), draw(1, "chair-1", "views"))
     assert not np.array_equal(draw(0, "chair-1", "views"), draw(0, "chair-2", "views"))

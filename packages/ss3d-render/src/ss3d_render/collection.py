@@ -72,7 +72,7 @@ def render_instance_images(
     with quiet_stdout():
         scene.load_object(record.resolve(manifest_path), record.matrix())
     results = []
-    max_radius = int(round(config.collection_degrade_fraction * size))
+    max_radius = round(config.collection_degrade_fraction * size)
     for key in image_keys(record.instance_id, config.collection_views_per_instance):
         lighting = scene.randomise_lighting(rng)
         jitter = config.collection_focal_jitter

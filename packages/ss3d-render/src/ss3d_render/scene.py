@@ -217,7 +217,7 @@ class RenderScene:
         self.clear_object()
         self._tmp.cleanup()
 
-    def __enter__(self) -> "RenderScene":
+    def __enter__(self) -> RenderScene:
         return self
 
     def __exit__(self, *exc: object) -> None:
