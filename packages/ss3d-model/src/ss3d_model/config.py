@@ -1,0 +1,74 @@
+"""Typed architecture and volume configs, built from the preset's ``[model]`` and ``[volume]`` sections.
+
+The model config travels inside every checkpoint (``CheckpointMeta.model_config``): later stages rebuild the
+network from the file, never from flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import Preset, section_config
+
+# Feature width of each supported torchvision trunk (its classifier removed).
+ENCODER_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder_arch: str       # torchvision ResNet trunk name ("resnet34" in the paper)
+    input_size: int         # square input image side in pixels (224 in the paper)
+    hidden: int             # decoder width H (256 in the paper)
+    modulated_layers: int   # FiLM-modulated sine layers L (5 in the paper)
+    omega0: float           # SIREN frequency scale (30, authors' code)
+
+    def __post_init__(self) -> None:
+        if self.encoder_arch not in ENCODER_FEATURES:
+            raise Ss3dError(f"model encoder_arch {self.encoder_arch!r} is not supported; "
+                            f"choose one of {', '.join(sorted(ENCODER_FEATURES))}")
+        for name in ("input_size", "hidden", "modulated_layers"):
+            if getattr(self, name) < 1:
+                raise Ss3dError(f"model {name} must be positive, got {getattr(self, name)}")
+        if self.input_size < 32:
+            raise Ss3dError(f"model input_size must be at least 32 pixels, got {self.input_size}")
+        if not self.omega0 > 0:
+            raise Ss3dError(f"model omega0 must be positive, got {self.omega0}")
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of z: a frequency and a phase vector (H each) for every modulated layer."""
+        return 2 * self.modulated_layers * self.hidden
+
+    @classmethod
+    def from_preset(cls, preset: Preset) -> ModelConfig:
+        return section_config(cls, preset.section("model"), "model")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Strict inverse of :meth:`to_dict`: unknown or missing keys and wrong types are errors."""
+        if not isinstance(d, dict):
+            raise Ss3dError(f"model config must be an object, got {type(d).__name__}")
+        return section_config(cls, dict(d), "model")
+
+
+@dataclass(frozen=True)
+class VolumeConfig:
+    object_half_size: float  # objects live in [-h, h]^3 of the canonical frame (0.5)
+    ray_half_depth: float    # samples span [d - this, d + this] around the camera distance d (0.9, code)
+    samples_per_ray: int     # uniform samples per ray (100 in the paper)
+
+    def __post_init__(self) -> None:
+        if not (self.object_half_size > 0 and self.ray_half_depth > 0):
+            raise Ss3dError("volume object_half_size and ray_half_depth must be positive")
+        if self.samples_per_ray < 2:
+            raise Ss3dError(f"volume samples_per_ray must be at least 2, got {self.samples_per_ray}")
+
+    @classmethod
+    def from_preset(cls, preset: Preset) -> VolumeConfig:
+        return section_config(cls, preset.section("volume"), "volume")

@@ -1,0 +1,149 @@
+"""The reconstruction network: a ResNet image encoder giving z, and a FiLM-conditioned SIREN decoder.
+
+Layer structure follows the authors' code (DESIGN.md 1b):
+
+- encoder: ResNet trunk (no classifier, 512 features) -> Linear(512, Z) -> LayerNorm(no affine) -> LeakyReLU(0.01)
+  -> x + Linear(LeakyReLU(Linear(x))) -> LeakyReLU(0.01); inputs in [0, 1] are ImageNet-normalised inside.
+- decoder: freq = z[:L*H] + 1, shift = z[L*H:]; h0 = sin(omega * (W0 p + b0)) (3 -> H, not modulated);
+  h_i = sin(omega * freq_i * (W_i h + b_i) + shift_i) for i = 1..L; raw = Linear(H -> 4) = (rgb logits, sigma).
+
+Each decoder layer is one matrix product over all points of all objects ([B*N, H] @ [H, H]); the FiLM terms are
+per-object [B, 1, H] and broadcast over the points.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from ss3d_data.errors import Ss3dError
+from ss3d_model.config import ENCODER_FEATURES, ModelConfig
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageEncoder(nn.Module):
+    """Images [B, 3, S, S] in [0, 1] -> latent z [B, Z]."""
+
+    def __init__(self, arch: str, latent_dim: int) -> None:
+        super().__init__()
+        self.trunk = getattr(torchvision.models, arch)(weights=None)
+        self.trunk.fc = nn.Identity()
+        features = ENCODER_FEATURES[arch]
+        self.project = nn.Linear(features, latent_dim)
+        self.norm = nn.LayerNorm(latent_dim, elementwise_affine=False)
+        self.residual_in = nn.Linear(latent_dim, latent_dim)
+        self.residual_out = nn.Linear(latent_dim, latent_dim)
+        self.act = nn.LeakyReLU(0.01)
+        # Not persistent: constants, not weights; keeps checkpoints free of them.
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.trunk((images - self.mean) / self.std)
+        x = self.act(self.norm(self.project(x)))
+        x = x + self.residual_out(self.act(self.residual_in(x)))
+        return self.act(x)
+
+
+class FilmSirenDecoder(nn.Module):
+    """(z [B, Z], points [B, N, 3]) -> raw [B, N, 4] = (rgb logits [3], sigma before ReLU [1])."""
+
+    def __init__(self, hidden: int, modulated_layers: int, omega0: float) -> None:
+        super().__init__()
+        self.hidden, self.layers_count, self.omega0 = hidden, modulated_layers, omega0
+        self.first = nn.Linear(3, hidden)
+        self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(modulated_layers))
+        self.head = nn.Linear(hidden, 4)
+        with torch.no_grad():
+            # SIREN / pi-GAN init: first layer weights U(-1/fan_in, 1/fan_in); later ones U(+-sqrt(6/fan_in)/omega).
+            self.first.weight.uniform_(-1.0 / 3, 1.0 / 3)
+            bound = math.sqrt(6.0 / hidden) / omega0
+            for layer in [*self.layers, self.head]:
+                layer.weight.uniform_(-bound, bound)
+            # Zero head bias (a deviation from the default uniform bias): a negative density bias would put every
+            # point under ReLU's flat side at init, and no gradient would ever reach the field.
+            self.head.bias.zero_()
+
+    def forward(self, z: Tensor, points: Tensor) -> Tensor:
+        b, n, _ = points.shape
+        lh = self.layers_count * self.hidden
+        freq = (z[:, :lh] + 1.0).view(b, self.layers_count, 1, self.hidden)
+        shift = z[:, lh:].view(b, self.layers_count, 1, self.hidden)
+        h = torch.sin(self.omega0 * self.first(points))
+        for i, layer in enumerate(self.layers):
+            # sin(omega*freq*(W h + b) + shift) = sin((W h) * a + c) with per-object a = omega*freq and
+            # c = omega*freq*b + shift: one addcmul instead of three elementwise passes over [B, N, H].
+            scale = self.omega0 * freq[:, i]                      # [B, 1, H]
+            offset = torch.addcmul(shift[:, i], scale, layer.bias)  # [B, 1, H]
+            h = torch.sin(torch.addcmul(offset, torch.matmul(h, layer.weight.t()), scale))
+        return self.head(h)
+
+
+class ReconstructionNetwork(nn.Module):
+    """Image-conditioned radiance field: ``encode`` an image to z, ``decode`` z at canonical-frame points."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ImageEncoder(config.encoder_arch, config.latent_dim)
+        self.decoder = FilmSirenDecoder(config.hidden, config.modulated_layers, config.omega0)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """images [B, 3, S, S] float in [0, 1] -> z [B, latent_dim]."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise Ss3dError(f"images must be [B, 3, S, S], got {list(images.shape)}")
+        return self.encoder(images)
+
+    def decode(self, z: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+        """z [B, Z], points [B, N, 3] -> (sigma_raw [B, N] before ReLU, rgb_logits [B, N, 3] before sigmoid)."""
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise Ss3dError(f"z must be [B, {self.config.latent_dim}], got {list(z.shape)}")
+        if points.ndim != 3 or points.shape[2] != 3 or points.shape[0] != z.shape[0]:
+            raise Ss3dError(f"points must be [{z.shape[0]}, N, 3], got {list(points.shape)}")
+        raw = self.decoder(z, points)
+        return raw[..., 3], raw[..., :3]
+
+    def forward(self, images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+        return self.decode(self.encode(images), points)
+
+
+def imagenet_weights_path(arch: str) -> Path:
+    """Where torchvision keeps its cached ImageNet weights for ``arch`` ($TORCH_HOME/hub/checkpoints/...)."""
+    enum = getattr(torchvision.models, f"ResNet{arch.removeprefix('resnet')}_Weights")
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.IMAGENET1K_V1.url)
+
+
+def load_imagenet_encoder(net: ReconstructionNetwork, path: str | os.PathLike[str] | None = None) -> bool:
+    """Load ImageNet weights into the encoder trunk; True if loaded.
+
+    With ``path`` None, torchvision's cached file is used when present (no download is attempted: False if absent).
+    An explicit ``path`` must exist and match the architecture.
+    """
+    arch = net.config.encoder_arch
+    file = Path(path) if path is not None else imagenet_weights_path(arch)
+    if not file.is_file():
+        if path is not None:
+            raise Ss3dError(f"{file}: no such ImageNet weights file")
+        return False
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for bad files
+        raise Ss3dError(f"{file}: not a readable torchvision weights file ({err.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        raise Ss3dError(f"{file}: not a state dict of {arch} weights")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        missing, unexpected = net.encoder.trunk.load_state_dict(state, strict=False)
+    except RuntimeError:  # shape mismatches
+        raise Ss3dError(f"{file}: tensor shapes do not fit a {arch} trunk") from None
+    if missing or unexpected:
+        raise Ss3dError(f"{file}: weights do not fit a {arch} trunk ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected tensors)")
+    return True
