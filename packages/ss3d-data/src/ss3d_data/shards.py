@@ -11,7 +11,7 @@ import glob
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,10 +108,33 @@ class SkipCounter:
             )
 
 
-def iter_samples(shards: Iterable[str], skips: SkipCounter | None = None) -> Iterator[Sample]:
+def select_shards(shards: Sequence[str], rank: int = 0, world_size: int = 1, worker: int = 0,
+                  num_workers: int = 1) -> list[str]:
+    """The shards one reader reads: reader slot ``rank * num_workers + worker`` of ``world_size * num_workers``
+    takes every (world_size * num_workers)-th shard, so ranks and loader workers read disjoint shards that together
+    cover the set once. Every rank must get at least one shard (else its gradient steps would stall); a loader
+    worker may get none when there are fewer shards than workers (it then yields nothing)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise Ss3dError(f"rank {rank} is outside world_size {world_size}")
+    if num_workers < 1 or not 0 <= worker < num_workers:
+        raise Ss3dError(f"worker {worker} is outside num_workers {num_workers}")
+    ordered = list(shards)
+    if len(ordered) < world_size:
+        raise Ss3dError(f"{len(ordered)} shard(s) cannot feed {world_size} ranks",
+                        hint="write more, smaller shards (ss3d-data shard ... --per-shard N)")
+    slots = world_size * num_workers
+    return ordered[rank * num_workers + worker::slots]
+
+
+def iter_samples(shards: Iterable[str], skips: SkipCounter | None = None, rank: int = 0, world_size: int = 1,
+                 worker: int = 0, num_workers: int = 1) -> Iterator[Sample]:
     """Decode every valid sample of ``shards`` in order; corrupt ones (bad tar members, broken images, contract
-    violations) are skipped and counted in ``skips``."""
+    violations) are skipped and counted in ``skips``. With ``rank/world_size`` and ``worker/num_workers`` only
+    this reader's share of the shards is read (:func:`select_shards`)."""
     skips = skips if skips is not None else SkipCounter()
+    shards = select_shards(list(shards), rank, world_size, worker, num_workers)
+    if not shards:
+        return
 
     def on_tar_error(exn: Exception) -> bool:
         skips.skip(f"unreadable tar data: {exn}")
