@@ -37,8 +37,9 @@ def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor) -> tuple[Te
     deltas = torch.cat([deltas, torch.full_like(deltas[..., :1], _LAST_INTERVAL)], -1)
     optical = torch.relu(sigma_raw) * deltas                     # [B, R, S]
     alpha = 1.0 - torch.exp(-optical)
-    # Exclusive cumulative sum: transmittance up to (not including) each sample, in log space for stability.
-    accumulated = torch.cumsum(optical, -1) - optical
+    # Exclusive cumulative sum (transmittance up to, not including, each sample), in log space for stability;
+    # built by shifting rather than subtracting, since the last interval's 1e10 would swamp the float32 sum.
+    accumulated = torch.cat([torch.zeros_like(optical[..., :1]), torch.cumsum(optical[..., :-1], -1)], -1)
     weights = alpha * torch.exp(-accumulated)
     mask = weights.sum(-1)
     rgb = (weights.unsqueeze(-1) * torch.sigmoid(rgb_logits)).sum(-2)

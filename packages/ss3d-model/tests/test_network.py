@@ -1,0 +1,118 @@
+import math
+
+import pytest
+import torch
+import torchvision
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import load_preset
+from ss3d_model.config import ModelConfig, VolumeConfig
+from ss3d_model.network import ReconstructionNetwork, imagenet_weights_path, load_imagenet_encoder
+
+
+def test_paper_config_matches_the_paper():
+    config = ModelConfig.from_preset(load_preset("paper"))
+    assert config.latent_dim == 2560 and config.hidden == 256 and config.modulated_layers == 5
+    assert VolumeConfig.from_preset(load_preset("paper")).samples_per_ray == 100
+    assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("change", [{"hidden": 0}, {"encoder_arch": "vgg"}, {"extra": 1}, {"hidden": "8"}])
+def test_bad_config_rejected(tiny_config, change):
+    with pytest.raises(Ss3dError):
+        ModelConfig.from_dict({**tiny_config.to_dict(), **change})
+
+
+def test_missing_config_key_rejected(tiny_config):
+    d = tiny_config.to_dict()
+    del d["omega0"]
+    with pytest.raises(Ss3dError, match="omega0"):
+        ModelConfig.from_dict(d)
+
+
+def test_shapes(tiny_network, tiny_config):
+    images = torch.rand(2, 3, tiny_config.input_size, tiny_config.input_size)
+    z = tiny_network.encode(images)
+    assert z.shape == (2, tiny_config.latent_dim)
+    sigma, rgb = tiny_network.decode(z, torch.rand(2, 7, 3))
+    assert sigma.shape == (2, 7) and rgb.shape == (2, 7, 3)
+    sigma2, rgb2 = tiny_network(images, torch.rand(2, 7, 3))
+    assert sigma2.shape == (2, 7)
+
+
+def test_bad_shapes_rejected(tiny_network, tiny_config):
+    with pytest.raises(Ss3dError):
+        tiny_network.encode(torch.rand(1, 1, 64, 64))
+    with pytest.raises(Ss3dError):
+        tiny_network.decode(torch.zeros(1, tiny_config.latent_dim + 1), torch.rand(1, 4, 3))
+    with pytest.raises(Ss3dError):
+        tiny_network.decode(torch.zeros(2, tiny_config.latent_dim), torch.rand(1, 4, 3))
+
+
+def test_decoder_is_the_film_siren_formula(tiny_network, tiny_config):
+    """The fused implementation equals sin(omega * freq_i * (W h + b) + shift_i) evaluated object by object."""
+    dec, h_dim, layers = tiny_network.decoder, tiny_config.hidden, tiny_config.modulated_layers
+    z = torch.randn(3, tiny_config.latent_dim) * 0.3
+    points = torch.rand(3, 11, 3) - 0.5
+    sigma, rgb = tiny_network.decode(z, points)
+    for b in range(3):
+        freq = z[b, : layers * h_dim].view(layers, h_dim) + 1
+        shift = z[b, layers * h_dim :].view(layers, h_dim)
+        h = torch.sin(tiny_config.omega0 * (points[b] @ dec.first.weight.T + dec.first.bias))
+        for i, layer in enumerate(dec.layers):
+            h = torch.sin(tiny_config.omega0 * freq[i] * (h @ layer.weight.T + layer.bias) + shift[i])
+        raw = h @ dec.head.weight.T + dec.head.bias
+        torch.testing.assert_close(sigma[b], raw[:, 3], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rgb[b], raw[:, :3], rtol=1e-4, atol=1e-5)
+
+
+def test_siren_init_bounds(tiny_network, tiny_config):
+    dec = tiny_network.decoder
+    assert dec.first.weight.abs().max() <= 1 / 3
+    bound = math.sqrt(6 / tiny_config.hidden) / tiny_config.omega0
+    assert all(layer.weight.abs().max() <= bound for layer in [*dec.layers, dec.head])
+
+
+def test_objects_do_not_share_state(tiny_config):
+    a, b = ReconstructionNetwork(tiny_config), ReconstructionNetwork(tiny_config)
+    assert a.decoder.first.weight.data_ptr() != b.decoder.first.weight.data_ptr()
+    assert not torch.equal(a.decoder.first.weight, b.decoder.first.weight)
+
+
+def test_encoder_normalises_inputs(tiny_network):
+    """A constant ImageNet-mean image becomes zeros before the trunk."""
+    enc = tiny_network.encoder
+    mean_image = enc.mean.expand(1, 3, 8, 8)
+    assert torch.allclose((mean_image - enc.mean) / enc.std, torch.zeros(1, 3, 8, 8))
+    assert "encoder.mean" not in tiny_network.state_dict()
+
+
+def test_imagenet_weights_loaded_from_a_real_file(tmp_path, tiny_network):
+    reference = torchvision.models.resnet34(weights=None)
+    path = tmp_path / "resnet34.pth"
+    torch.save(reference.state_dict(), path)
+    assert load_imagenet_encoder(tiny_network, path)
+    assert torch.equal(tiny_network.encoder.trunk.conv1.weight, reference.conv1.weight)
+
+
+def test_imagenet_cache_lookup(tmp_path, monkeypatch, tiny_network):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert imagenet_weights_path("resnet34") == tmp_path / "hub" / "checkpoints" / "resnet34-b627a593.pth"
+    assert not load_imagenet_encoder(tiny_network)  # absent: random init stays, no download
+    cached = imagenet_weights_path("resnet34")
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), cached)
+    assert load_imagenet_encoder(tiny_network)
+
+
+def test_bad_imagenet_files(tmp_path, tiny_network):
+    with pytest.raises(Ss3dError, match="no such"):
+        load_imagenet_encoder(tiny_network, tmp_path / "missing.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a weights file")
+    with pytest.raises(Ss3dError, match="not a readable"):
+        load_imagenet_encoder(tiny_network, junk)
+    other = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), other)
+    with pytest.raises(Ss3dError):
+        load_imagenet_encoder(tiny_network, other)

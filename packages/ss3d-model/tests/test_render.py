@@ -1,0 +1,110 @@
+import math
+
+import torch
+
+from ss3d_model.cameras import intrinsics_matrix, look_at, pixel_rays
+from ss3d_model.render import composite, ray_bounds, render_image, render_rays, sample_depths
+
+
+class ConstantSphere:
+    """A field with density ``sigma`` inside a sphere of radius ``radius`` at the origin and colour logits c."""
+
+    def __init__(self, sigma: float, radius: float, logits=(0.5, -1.0, 2.0)) -> None:
+        self.sigma, self.radius, self.logits = sigma, radius, torch.tensor(logits)
+
+    def decode(self, z, points):
+        inside = points.norm(dim=-1) <= self.radius
+        sigma = torch.where(inside, self.sigma, -1.0)  # negative outside: ReLU must zero it
+        return sigma, self.logits.expand(*points.shape[:-1], 3)
+
+
+def test_constant_sphere_opacity_matches_closed_form(tiny_volume):
+    sigma, radius, d = 4.0, 0.4, 2.0
+    offsets = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.38, 0.45])         # impact parameters
+    origins = torch.tensor([0.0, -d, 0.0]).expand(1, 6, 3)
+    targets = torch.stack([offsets, torch.zeros(6), torch.zeros(6)], -1)[None]
+    directions = targets - origins
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    near, far = ray_bounds(origins, tiny_volume)
+    mask, rgb = render_rays(ConstantSphere(sigma, radius), torch.zeros(1, 1), origins, directions, near, far, 4000)
+    # Distance from the centre to each ray, then the chord through the sphere.
+    closest = torch.linalg.cross(origins[0], directions[0]).norm(dim=-1)
+    chord = 2 * (radius**2 - closest**2).clamp_min(0).sqrt()
+    expected = 1 - torch.exp(-sigma * chord)
+    step = 2 * tiny_volume.ray_half_depth / 3999
+    torch.testing.assert_close(mask[0], expected, atol=sigma * step, rtol=0)
+    assert mask[0, -1] == 0
+    colour = torch.sigmoid(torch.tensor([0.5, -1.0, 2.0]))
+    torch.testing.assert_close(rgb[0], mask[0, :, None] * colour, atol=1e-5, rtol=0)
+
+
+def test_composite_golden_values():
+    """Two samples 0.5 apart with densities 2 and 1: alpha = (1 - e^-1, 1), T = (1, e^-1)."""
+    sigma = torch.tensor([[[2.0, 1.0]]])
+    logits = torch.zeros(1, 1, 2, 3)
+    depths = torch.tensor([[[1.0, 1.5]]])
+    mask, rgb, weights = composite(sigma, logits, depths)
+    e = math.exp(-1)
+    torch.testing.assert_close(weights[0, 0], torch.tensor([1 - e, e]))
+    torch.testing.assert_close(mask, torch.tensor([[1.0]]))
+    torch.testing.assert_close(rgb, torch.full((1, 1, 3), 0.5))
+
+
+def test_empty_space_renders_black():
+    near, far = torch.ones(2, 3), torch.full((2, 3), 2.0)
+    origins = torch.zeros(2, 3, 3)
+    directions = torch.tensor([0.0, 0.0, 1.0]).expand(2, 3, 3)
+    mask, rgb = render_rays(ConstantSphere(5.0, 0.1), torch.zeros(2, 1), origins, directions, near, far, 8)
+    assert mask.abs().max() == 0 and rgb.abs().max() == 0
+
+
+def test_sample_depths_uniform():
+    t = sample_depths(torch.tensor([[1.0]]), torch.tensor([[3.0]]), 5)
+    torch.testing.assert_close(t[0, 0], torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0]))
+
+
+def test_ray_bounds(tiny_volume):
+    near, far = ray_bounds(torch.tensor([[[0.0, -2.0, 0.0], [0.3, 0.0, 0.4]]]), tiny_volume)
+    torch.testing.assert_close(near, torch.tensor([[1.1, 0.0]]))
+    torch.testing.assert_close(far, torch.tensor([[2.9, 1.4]]))
+
+
+def test_render_image_of_sphere(tiny_volume):
+    size = 16
+    k = intrinsics_matrix(20.0, size)
+    pose = look_at(torch.zeros(1), torch.zeros(1), torch.full((1,), 2.0))
+    mask, rgb = render_image(ConstantSphere(50.0, 0.4), torch.zeros(1, 1), k, pose, size, tiny_volume, chunk=37)
+    assert mask.shape == (1, size, size) and rgb.shape == (1, size, size, 3)
+    # The sphere's silhouette radius in pixels is f * r / sqrt(d^2 - r^2).
+    silhouette = 20.0 * 0.4 / math.sqrt(4 - 0.16)
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    r = ((xs - 8) ** 2 + (ys - 8) ** 2).sqrt()
+    assert (mask[0][r < silhouette - 0.8] > 0.99).all() and (mask[0][r > silhouette + 0.8] < 0.01).all()
+
+
+def test_gradients_reach_decoder_encoder_and_cameras(tiny_network, tiny_config, tiny_volume):
+    from ss3d_model.cameras import MultiHypothesisCameras, sample_pixels
+
+    tiny_network.train()
+    cams = MultiHypothesisCameras(4, 3, (1.5, 2.0), 60.0, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(2, 3, tiny_config.input_size, tiny_config.input_size)
+    idx = torch.tensor([1, 3])
+    z = tiny_network.encode(images)
+    poses = cams.poses(idx)                                                     # [2, K, 4, 4]
+    pixels = sample_pixels(2, 20, 32).float() + 0.5
+    origins, dirs = pixel_rays(cams.intrinsics, poses, pixels[:, None].expand(2, 3, 20, 2))
+    near, far = ray_bounds(origins, tiny_volume)
+    b, k, r, _ = origins.shape
+    zk = z[:, None].expand(b, k, -1).reshape(b * k, -1)
+    mask, rgb = render_rays(tiny_network, zk, origins.reshape(b * k, r, 3), dirs.reshape(b * k, r, 3),
+                            near.reshape(b * k, r), far.reshape(b * k, r), tiny_volume.samples_per_ray)
+    per_hypothesis = ((mask - 0.5) ** 2).mean(-1).view(b, k) + ((rgb - 0.3) ** 2).mean((-1, -2)).view(b, k)
+    loss = (cams.probabilities(idx) * per_hypothesis).sum()
+    loss.backward()
+    for name, param in [("decoder", tiny_network.decoder.layers[2].weight),
+                        ("head", tiny_network.decoder.head.weight),
+                        ("encoder", tiny_network.encoder.trunk.conv1.weight),
+                        ("residual", tiny_network.encoder.residual_out.weight)]:
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert cams.raw.grad[idx].abs().sum() > 0 and cams.logits.grad[idx].abs().sum() > 0
+    assert cams.raw.grad[0].abs().sum() == 0
