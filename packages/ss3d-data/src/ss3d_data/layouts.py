@@ -161,7 +161,7 @@ def read_pascal3d(root: Path, fractions: Sequence[float], masks: Path | None) ->
     mask_root = masks if masks is not None else root / "Masks"
     for sub in sorted(p for p in images_root.iterdir() if p.is_dir()):
         cls = sub.name.rsplit("_", 1)[0]
-        for image in _images_in(sub) + sorted(sub.glob("*.JPEG")):
+        for image in _images_in(sub):
             mat = root / "Annotations" / sub.name / (image.stem + ".mat")
             boxes = [box for name, box in pascal3d_objects(mat) if name == cls] if mat.is_file() else []
             if mat.is_file() and not boxes:
