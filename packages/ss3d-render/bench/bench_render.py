@@ -2,6 +2,7 @@
 the scene setup time per instance, and the ratio to the 15 views/s target.
 
     .venv/bin/python packages/ss3d-render/bench/bench_render.py [--preset paper] [--instances 6] [--views 20]
+        [--manifest meshes.jsonl]   # real meshes (the first --instances records) instead of procedural ones
 
 The preset's [render] section is used with image_size forced to 128 (focal scaled to keep its field of view).
 Meshes are procedural (sphere, box, capsule, cylinder, ...) of a few thousand faces. As a machine reference the
@@ -15,12 +16,13 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
-from ss3d_data.manifest import MeshRecord, canonical_matrix, write_manifest
+from ss3d_data.manifest import MeshRecord, canonical_matrix, read_manifest, write_manifest
 
 TARGET_VIEWS_PER_S = 15.0
 SIZE = 128
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--preset", default="paper", help="base preset whose [render] settings are measured")
     parser.add_argument("--instances", type=int, default=6, help="meshes rendered")
     parser.add_argument("--views", type=int, default=20, help="views per instance (paper: 20)")
+    parser.add_argument("--manifest", type=Path, default=None, help="render these meshes instead of procedural ones")
     args = parser.parse_args()
 
     from ss3d_render.cameras import look_at_cam2world, sample_orbit
@@ -79,32 +82,39 @@ def main() -> None:
     reference = _matmul_gflops()
     with tempfile.TemporaryDirectory(prefix="ss3d-bench-render-") as tmp:
         folder = Path(tmp)
-        manifest = _manifest(folder, args.instances)
+        if args.manifest is None:
+            manifest = _manifest(folder, args.instances)
+        else:  # a copy with absolute paths, cut to --instances records
+            records = [replace(r, path=str(r.resolve(args.manifest).resolve()))
+                       for r in read_manifest(args.manifest)[: args.instances]]
+            manifest = folder / "manifest.jsonl"
+            write_manifest(manifest, records)
+        meshes = read_manifest(manifest)
         preset = folder / "bench.toml"
         preset.write_text(f'[preset]\ninherit = "{args.preset}"\n\n[render]\nimage_size = {SIZE}\n'
                           f"focal_px = {focal}\nviews_per_instance = {args.views}\n")
 
-        # Breakdown with the scene object itself: setup per instance (import + lighting + first render, which
-        # uploads the new geometry) versus a steady-state view.
-        setups, views = [], []
+        # Breakdown with the scene object itself: per instance, the import + lighting time and the first render
+        # (which also uploads the new geometry to Cycles), against steady-state views.
+        imports, firsts, views = [], [], []
         with RenderScene(SIZE, base.cycles_samples, base.max_bounces) as scene:
             rng = np.random.default_rng(0)
-            for i in range(args.instances):
-                poses = [look_at_cam2world(e) for e in sample_orbit(rng, 4, base.azimuth_deg, base.elevation_deg,
+            for record in meshes:
+                poses = [look_at_cam2world(e) for e in sample_orbit(rng, 5, base.azimuth_deg, base.elevation_deg,
                                                                     base.distance_range)]
-                start = time.perf_counter()
                 with quiet_stdout():
-                    scene.load_object(folder / f"shape{i:03d}.obj", np.eye(4))
+                    start = time.perf_counter()
+                    scene.load_object(record.resolve(manifest), record.matrix())
                     scene.randomise_lighting(rng)
+                    imports.append(time.perf_counter() - start)
+                    start = time.perf_counter()
                     scene.render(poses[0], focal)
-                first = time.perf_counter() - start
-                start = time.perf_counter()
-                with quiet_stdout():
+                    firsts.append(time.perf_counter() - start)
                     for pose in poses[1:]:
+                        start = time.perf_counter()
                         scene.render(pose, focal)
-                per_view = (time.perf_counter() - start) / (len(poses) - 1)
-                setups.append(first - per_view)
-                views.append(per_view)
+                        views.append(time.perf_counter() - start)
+        setups = np.asarray(imports) + np.maximum(np.asarray(firsts) - np.median(views), 0.0)
 
         # End to end, as `ss3d-render views` runs (sample folders written).
         summary = render_views(manifest, folder / "out", preset=str(preset))
@@ -113,8 +123,10 @@ def main() -> None:
     print(f"machine reference: float32 matmul {reference:.1f} GFLOP/s (1024^3, numpy); load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (the machine may be shared)")
     print(f"settings: preset {args.preset} at {SIZE} px, {base.cycles_samples} Cycles samples, "
-          f"{base.max_bounces} bounces, {args.views} views x {args.instances} instances")
-    print(f"scene setup per instance: {np.median(setups) * 1000:.1f} ms (median; import + lighting + geometry upload)")
+          f"{base.max_bounces} bounces, {args.views} views x {len(meshes)} instances "
+          f"({'procedural meshes' if args.manifest is None else args.manifest})")
+    print(f"scene setup per instance: {np.mean(setups) * 1000:.1f} ms mean, {np.max(setups) * 1000:.1f} ms max "
+          f"(import + lighting {np.mean(imports) * 1000:.1f} ms mean, plus the first render's excess over a view)")
     print(f"steady-state render: {np.median(views) * 1000:.1f} ms per view ({1 / np.median(views):.1f} views/s)")
     print(f"end to end: {summary.views} views in {summary.seconds:.2f} s = {rate:.1f} views/s; "
           f"target {TARGET_VIEWS_PER_S:.0f} views/s, ratio {rate / TARGET_VIEWS_PER_S:.2f}; "

@@ -39,7 +39,8 @@ def test_textured_obj_shows_its_texture_not_its_diffuse_colour(mixed_manifest: P
                                                                tmp_path: Path, kit):
     from ss3d_render.views import render_views
 
-    render_views(mixed_manifest, tmp_path / "views", preset=str(test_preset), limit=1)  # "box" sorts first
+    summary = render_views(mixed_manifest, tmp_path / "views", preset=str(test_preset), categories=["box"])
+    assert summary.rendered == 1 and sorted(p.name for p in (tmp_path / "views").iterdir()) == ["box"]
     sample = read_sample_dir(tmp_path / "views" / "box")
     inside = sample.images[sample.masks >= 250].astype(np.float64)
     red, green, blue = inside.mean(0)

@@ -20,6 +20,13 @@ ShardIndexOpt = Annotated[int, typer.Option("--shard-index", help="This process'
 NumShardsOpt = Annotated[int, typer.Option("--num-shards", help="Number of processes sharing the manifest (n).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Base seed (default: the preset's [render] seed).")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Render at most this many of this process's instances.")]
+CategoriesOpt = Annotated[
+    str | None, typer.Option("--categories", help="Comma-separated categories to render (default: all).")
+]
+
+
+def _split(categories: str | None) -> list[str] | None:
+    return [c.strip() for c in categories.split(",") if c.strip()] if categories else None
 
 
 def _report(summary: RenderSummary, what: str) -> None:
@@ -41,11 +48,13 @@ def views_command(
     num_shards: NumShardsOpt = 1,
     seed: SeedOpt = None,
     limit: LimitOpt = None,
+    categories: CategoriesOpt = None,
 ) -> None:
     """Synthetic multi-view renders: one 'views' sample folder per instance (RGB, mask, cameras)."""
     from ss3d_render.views import render_views  # imports bpy: only when a command runs
 
-    _report(render_views(manifest, out, preset, shard_index, num_shards, seed, limit), "views")
+    summary = render_views(manifest, out, preset, shard_index, num_shards, seed, limit, _split(categories))
+    _report(summary, "views")
 
 
 @app.command("collection")
@@ -53,9 +62,7 @@ def collection_command(
     manifest: ManifestOpt,
     out: OutOpt,
     preset: PresetOpt = "paper",
-    categories: Annotated[
-        str | None, typer.Option("--categories", help="Comma-separated categories to render (default: all).")
-    ] = None,
+    categories: CategoriesOpt = None,
     background: Annotated[
         bool, typer.Option("--background/--no-background", help="Composite a random procedural background.")
     ] = False,
@@ -70,9 +77,8 @@ def collection_command(
     """In-the-wild style collection: 'image' samples without cameras; true cameras in <out>/cameras.jsonl."""
     from ss3d_render.collection import render_collection
 
-    chosen = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
     summary = render_collection(
-        manifest, out, preset, chosen, background, degrade, shard_index, num_shards, seed, limit
+        manifest, out, preset, _split(categories), background, degrade, shard_index, num_shards, seed, limit
     )
     _report(summary, "collection")
 

@@ -30,7 +30,14 @@ from ss3d_data.sidecar import camera_line, write_cameras
 from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orbit
 from ss3d_render.config import RenderConfig, render_config
 from ss3d_render.imaging import composite, degrade_mask, random_background
-from ss3d_render.jobs import RenderSummary, assigned_records, instance_rng, premultiply, quiet_stdout
+from ss3d_render.jobs import (
+    RenderSummary,
+    assigned_records,
+    instance_rng,
+    premultiply,
+    quiet_stdout,
+    select_categories,
+)
 from ss3d_render.scene import RenderScene
 
 SIDECAR_NAME = "cameras.jsonl"
@@ -41,19 +48,6 @@ _RETRIES = 10
 def image_keys(instance_id: str, count: int) -> list[str]:
     """Sample keys of an instance's collection images: the instance id alone for one image, else ``<id>-vNN``."""
     return [instance_id] if count == 1 else [make_key(instance_id, f"v{j:02d}") for j in range(count)]
-
-
-def select_categories(records: Sequence[MeshRecord], categories: Sequence[str] | None) -> list[MeshRecord]:
-    """Records whose category is in ``categories`` (all when None); unknown category names are an error."""
-    if not categories:
-        return list(records)
-    present = {r.category for r in records}
-    missing = sorted(set(categories) - present)
-    if missing:
-        raise Ss3dError(
-            f"categories not in the manifest: {', '.join(missing)}", hint=f"present: {', '.join(sorted(present))}"
-        )
-    return [r for r in records if r.category in set(categories)]
 
 
 def render_instance_images(

@@ -68,3 +68,16 @@ def premultiply(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     rgb = np.clip(np.rint(rgba[..., :3].astype(np.float32) * alpha), 0, 255).astype(np.uint8)
     return rgb, rgba[..., 3].copy()
+
+
+def select_categories(records: Sequence[MeshRecord], categories: Sequence[str] | None) -> list[MeshRecord]:
+    """Records whose category is in ``categories`` (all when None); unknown category names are an error."""
+    if not categories:
+        return list(records)
+    present = {r.category for r in records}
+    missing = sorted(set(categories) - present)
+    if missing:
+        raise Ss3dError(
+            f"categories not in the manifest: {', '.join(missing)}", hint=f"present: {', '.join(sorted(present))}"
+        )
+    return [r for r in records if r.category in set(categories)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,14 @@ from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_data.schema import Sample, SampleInfo, write_sample_dir
 from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orbit
 from ss3d_render.config import RenderConfig, render_config
-from ss3d_render.jobs import RenderSummary, assigned_records, instance_rng, premultiply, quiet_stdout
+from ss3d_render.jobs import (
+    RenderSummary,
+    assigned_records,
+    instance_rng,
+    premultiply,
+    quiet_stdout,
+    select_categories,
+)
 from ss3d_render.scene import RenderScene
 
 _RETRIES_PER_VIEW = 10  # fresh cameras tried when a view misses the object entirely (thin or off-centre meshes)
@@ -82,14 +90,16 @@ def render_views(
     num_shards: int = 1,
     seed: int | None = None,
     limit: int | None = None,
-    show_progress: bool = True,
+    categories: Sequence[str] | None = None,
 ) -> RenderSummary:
-    """Render every instance of ``manifest`` assigned to this process into ``out/<instance_id>/``; instances whose
-    folder exists are skipped (resume). ``limit`` caps the instances considered (after the process split)."""
+    """Render every instance of ``manifest`` (of ``categories`` if given) assigned to this process into
+    ``out/<instance_id>/``; instances whose folder exists are skipped (resume). ``limit`` caps the instances
+    considered (after the process split)."""
     config = render_config(preset)
     seed = config.seed if seed is None else seed
     manifest_path = Path(manifest)
-    records = assigned_records(read_manifest(manifest_path), shard_index, num_shards)[:limit]
+    selected = select_categories(read_manifest(manifest_path), categories)
+    records = assigned_records(selected, shard_index, num_shards)[:limit]
     out_path = Path(out)
     out_path.mkdir(parents=True, exist_ok=True)
     summary = RenderSummary(assigned=len(records))
@@ -97,9 +107,7 @@ def render_views(
     summary.skipped = len(records) - len(todo)
     start = time.perf_counter()
     if todo:
-        with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene, progress(
-            transient=not show_progress
-        ) as bar:
+        with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene, progress() as bar:
             task = bar.add_task("views", total=len(todo), status="")
             for record in todo:
                 try:
