@@ -125,7 +125,8 @@ def mesh_from_grid(values: Tensor | np.ndarray, threshold: float, box_half_size:
     verts, faces, _, _ = marching_cubes(padded, level=threshold)
     spacing = 2.0 * box_half_size / resolution
     verts = np.clip((verts - 1.0) * spacing - box_half_size, -box_half_size, box_half_size)
-    return trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+    # marching_cubes winds density (high inside) faces inwards for an [X, Y, Z]-indexed grid: flip to outward.
+    return trimesh.Trimesh(vertices=verts, faces=np.ascontiguousarray(faces[:, ::-1]), process=False)
 
 
 def _network_fns(network, z: Tensor) -> tuple[DensityFn, Callable[[Tensor], Tensor]]:
