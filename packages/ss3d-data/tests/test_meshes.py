@@ -85,7 +85,8 @@ def test_folder_source_with_obj_mtl_textures_and_y_up(tmp_path):
     root = tmp_path / "mine"
     _write_obj(root / "Chairs" / "a1", "model", textured=True)
     _write_obj(root / "Chairs" / "a2", "model", textured=False)
-    trimesh.creation.icosphere().export(root / "Balls" / "b1.stl") if (root / "Balls").mkdir() is None else None
+    (root / "Balls").mkdir()
+    trimesh.creation.icosphere().export(root / "Balls" / "b1.stl")
     out = tmp_path / "m.jsonl"
     build_manifest(scan_folder(root), out)
     records = {r.instance_id: r for r in read_manifest(out)}

@@ -241,6 +241,3 @@ def report_path(manifest: str | os.PathLike[str]) -> Path:
     p = Path(manifest)
     return p.with_name(p.name.removesuffix(".jsonl") + ".report.json")
 
-
-def instance_key(*parts: str) -> str:
-    return make_key(*parts)

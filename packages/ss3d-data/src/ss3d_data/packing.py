@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from ss3d_data.atomic import atomic_write
 from ss3d_data.errors import Ss3dError
 from ss3d_data.layouts import CollectionItem, load_item
-from ss3d_data.schema import Sample, ShardFormatError, make_key, read_sample_dir
+from ss3d_data.schema import Sample, make_key, read_sample_dir
 from ss3d_data.shards import SkipCounter, iter_samples, write_shards
 from ss3d_data.sidecar import read_cameras, write_cameras
 

@@ -47,6 +47,9 @@ SH3D_ALIASES = {
     "horse": "animal", "deer": "animal", "bulldog": "animal", "chicken": "animal", "wardrobe": "cabinet",
     "cupboard": "cabinet", "drawers": "cabinet", "dresser": "cabinet", "vanity": "cabinet", "crib": "bed",
     "futon": "sofa", "desk": "table", "jar": "vase", "pottery": "vase", "flacon": "bottle", "stool": "chair",
+    "i_mac": "computer", "i_book": "laptop", "i_phone": "phone", "peugeot": "car", "scenic": "car", "yamaha": "motorbike",
+    "right": "sign", "ahead": "sign", "pine": "plant", "maple": "plant", "poplar": "plant", "cypress": "plant",
+    "beech": "plant", "acacia": "plant", "bush": "plant", "blossom": "plant", "conditioning": "air_conditioner", "logs": "log",
 }
 SH3D_LICENCES = {"public domain": "CC0-1.0", "creative commons attribution 3.0": "CC-BY-3.0"}
 # ShapeNetCore v2 synsets of the common categories (a taxonomy.json in the dataset folder overrides this).
@@ -186,8 +189,13 @@ def parse_properties(text: str) -> dict[str, str]:
 
 
 def sweethome3d_category(name: str) -> str:
-    """Category of a Sweet Home 3D model from its display name: the head noun, singular, through the aliases."""
-    words = re.findall(r"[A-Za-z]+", name)
+    """Category of a Sweet Home 3D model from its display name: the head noun of the name's first phrase (cut at
+    "with", "under", " - ", "(" and at the first word with a digit; short all-capital model codes dropped),
+    singular, through the aliases ("Double door with panes" -> door, "Convertible sofa BZ" -> sofa)."""
+    phrase = re.split(r"\s(?:with|under|-)\s|\(|\s\S*\d", f" {name} ")[0] or name
+    words = re.findall(r"[^\W\d_]+", phrase)
+    if len(words) > 1:
+        words = [w for w in words if not (w.isupper() and len(w) <= 4)] or words
     if not words:
         raise Ss3dError(f"cannot categorise model name {name!r}")
     head = normalise_category(words[-1])
