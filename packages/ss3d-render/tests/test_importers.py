@@ -41,7 +41,7 @@ def test_format_lands_on_its_canonical_bounds(scene, tmp_path: Path, suffix: str
     mesh.export(path)
     matrix = canonical_matrix(mesh.bounds[0], mesh.bounds[1], up_axis=up_axis)
     scene.load_object(path, matrix)
-    low, high = world_bounds(scene._objects)
+    low, high = world_bounds(scene.objects)
     want_low, want_high = _expected_bounds(mesh, matrix)
     np.testing.assert_allclose(low, want_low, atol=1e-4)
     np.testing.assert_allclose(high, want_high, atol=1e-4)

@@ -60,7 +60,7 @@ def degrade_mask(mask: np.ndarray, rng: np.random.Generator, max_radius_px: int)
         image = image.filter(shape_filter(2 * radius + 1))
     blur = max(1.0, max_radius_px / 2)
     soft = np.asarray(image.filter(ImageFilter.GaussianBlur(blur)), dtype=np.float32) / 255.0
-    noise_amplitude = float(rng.uniform(0.1, 0.35))
+    noise_amplitude = float(rng.uniform(0.05, 0.25))
     noise = _smooth_noise(rng, mask.shape[0], max(4, mask.shape[0] // 8))
     if noise.shape != soft.shape:
         noise = np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize(soft.shape[::-1]), np.float32) / 255

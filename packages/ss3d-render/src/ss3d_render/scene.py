@@ -144,6 +144,11 @@ class RenderScene:
         return image
 
     # ---- per instance -------------------------------------------------------------------------------------------
+    @property
+    def objects(self) -> list[bpy.types.Object]:
+        """The objects of the currently loaded mesh (empty before the first load)."""
+        return list(self._objects)
+
     def load_object(self, path: str | Path, to_canonical: np.ndarray) -> None:
         """Replace the current object with the mesh at ``path``, placed by ``to_canonical`` [4, 4]."""
         self.clear_object()
