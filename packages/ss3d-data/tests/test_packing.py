@@ -134,3 +134,23 @@ def test_cli_end_to_end_on_procedural_meshes_and_folders(tmp_path):
     assert result.exit_code == 2 and "no such collection folder" in result.output
     result = runner.invoke(app, ["meshes", "build", "--source", "nothing:x", "--out", str(manifest)])
     assert result.exit_code == 2 and "unknown mesh source" in result.output
+
+
+def test_dataloader_workers_each_read_their_share_once(tmp_path):
+    """webdataset's own worker splitting must not split a reader's share a second time inside DataLoader workers."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+    _folders(tmp_path / "render")
+    pack_sample_folders(tmp_path / "render", tmp_path / "shards", "coll", per_shard=1)
+    shards = resolve_shards(tmp_path / "shards")  # 8 single-sample shards
+
+    class Keys(IterableDataset):
+        def __iter__(self):
+            info = get_worker_info()
+            for s in iter_samples(shards, worker=info.id, num_workers=info.num_workers):
+                yield s.info.key
+
+    keys = list(DataLoader(Keys(), batch_size=None, num_workers=2))
+    assert sorted(keys) == sorted(p.name for p in (tmp_path / "render").iterdir() if p.is_dir())
+    assert torch.utils.data.get_worker_info() is None

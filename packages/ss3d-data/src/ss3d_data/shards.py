@@ -140,7 +140,10 @@ def iter_samples(shards: Iterable[str], skips: SkipCounter | None = None, rank: 
         skips.skip(f"unreadable tar data: {exn}")
         return True  # keep going
 
-    dataset = wds.WebDataset(list(shards), shardshuffle=False, handler=on_tar_error, empty_check=False)
+    # The shard list is already this reader's share: webdataset's own rank and worker splitters are switched off
+    # (inside a DataLoader worker they would split it a second time, and under DDP refuse to run).
+    dataset = wds.WebDataset(list(shards), shardshuffle=False, handler=on_tar_error, empty_check=False,
+                             nodesplitter=None, workersplitter=None)
     for raw in dataset:
         try:
             yield decode_sample(raw)
