@@ -82,3 +82,25 @@ def test_cli_views_and_bad_input(sphere_manifest: Path, test_preset: Path, tmp_p
     bad = runner.invoke(app, ["views", "--manifest", str(sphere_manifest), "--out", str(tmp_path / "o"),
                               "--shard-index", "2", "--num-shards", "2"])
     assert bad.exit_code == 2 and "--shard-index" in bad.output
+
+
+def test_textured_glb_shows_its_texture(tmp_path: Path, test_preset: Path, kit):
+    import trimesh
+    from PIL import Image
+
+    from ss3d_data.manifest import canonical_matrix, write_manifest
+    from ss3d_render.views import render_views
+
+    box = trimesh.creation.box(extents=[1.0, 2.0, 1.5])
+    uv = np.tile([[0.5, 0.5]], (len(box.vertices), 1))
+    texture = Image.fromarray(np.full((8, 8, 3), kit.TEXTURE_RGB, dtype=np.uint8))
+    box.visual = trimesh.visual.TextureVisuals(uv=uv, image=texture)
+    path = tmp_path / "box.glb"
+    box.export(path)
+    matrix = canonical_matrix(box.bounds[0], box.bounds[1], up_axis="y")
+    manifest = tmp_path / "manifest.jsonl"
+    write_manifest(manifest, [kit.record("glb", path, box, matrix, textured=True)])
+    render_views(manifest, tmp_path / "views", preset=str(test_preset))
+    sample = read_sample_dir(tmp_path / "views" / "glb")
+    red, green, blue = sample.images[sample.masks >= 250].astype(np.float64).mean(0)
+    assert red > 2 * green and red > 2 * blue, (red, green, blue)
