@@ -126,3 +126,15 @@ def test_shapenet_layout_with_synset_names(tmp_path):
     assert {c.category for c in scan_shapenet(tmp_path)} == {"chair", "synset_02876657"}
     with pytest.raises(Ss3dError, match="model_normalized"):
         list(scan_shapenet(tmp_path / "03001627"))
+
+
+def test_off_files_with_polygons_comments_and_face_colours_are_read(tmp_path):
+    # a unit cube written as six quads, with a comment and integer face colours (trimesh's own reader refuses it)
+    text = "OFF\n# cube\n8 6 0\n" + "".join(f"{x} {y} {z}\n" for x in (0, 1) for y in (0, 1) for z in (0, 1))
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    text += "".join(f"4 {a} {b} {c} {d} 255 0 0\n" for a, b, c, d in quads)
+    (tmp_path / "box").mkdir()
+    (tmp_path / "box" / "cube.off").write_text(text)
+    out = tmp_path / "m.jsonl"
+    report = build_manifest(scan_folder(tmp_path), out)
+    assert report.skipped == [] and read_manifest(out)[0].faces == 12

@@ -149,6 +149,26 @@ def _obj_textured(path: Path) -> bool:
     return False
 
 
+def read_off_polygons(path: Path):
+    """An OFF file with mixed polygon sizes, comments or colours (which trimesh's OFF reader refuses), read line
+    by line with polygons fan-triangulated. Returns a ``trimesh.Trimesh``."""
+    import trimesh
+
+    lines = [line.split("#", 1)[0].split() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines or not lines[0][0].endswith("OFF"):
+        raise ValueError("no OFF header")
+    header = lines[0][1:] or lines[1]
+    body = lines[1:] if lines[0][1:] else lines[2:]
+    n_vertices, n_faces = int(header[0]), int(header[1])
+    vertices = np.asarray([row[:3] for row in body[:n_vertices]], dtype=np.float64).reshape(n_vertices, 3)
+    triangles = []
+    for row in body[n_vertices:n_vertices + n_faces]:
+        ring = [int(t) for t in row[1:1 + int(row[0])]]  # anything after the ring is a face colour
+        triangles += [(ring[0], ring[k], ring[k + 1]) for k in range(1, len(ring) - 1)]
+    return trimesh.Trimesh(vertices, np.asarray(triangles, dtype=np.int64).reshape(-1, 3), process=False)
+
+
 def inspect_mesh(path: str | os.PathLike[str]) -> InspectedMesh:
     """Load a mesh with trimesh (materials skipped: only geometry matters here) and check it is usable.
     Raises :class:`Ss3dError` with the reason for unreadable, empty, zero-area or absurd meshes."""
@@ -159,7 +179,12 @@ def inspect_mesh(path: str | os.PathLike[str]) -> InspectedMesh:
         loaded = trimesh.load(p, force="scene", skip_materials=p.suffix.lower() == ".obj", process=False)
         mesh = loaded.to_geometry() if hasattr(loaded, "to_geometry") else loaded.dump(concatenate=True)
     except Exception as err:  # trimesh raises many types on bad files
-        raise Ss3dError(f"unreadable ({type(err).__name__}: {err})".splitlines()[0]) from None
+        try:
+            if p.suffix.lower() != ".off":
+                raise
+            mesh = read_off_polygons(p)
+        except Exception:
+            raise Ss3dError(f"unreadable ({type(err).__name__}: {err})".splitlines()[0]) from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise Ss3dError("empty (no triangles)")
     if not np.isfinite(mesh.vertices).all():
