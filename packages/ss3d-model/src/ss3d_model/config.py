@@ -72,3 +72,15 @@ class VolumeConfig:
     @classmethod
     def from_preset(cls, preset: Preset) -> VolumeConfig:
         return section_config(cls, preset.section("volume"), "volume")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    resolution: int           # marching-cubes cells per axis (128^3 equivalent in the paper preset)
+    coarse_resolution: int    # first grid of the coarse-to-fine evaluation; resolution / this is a power of two
+    density_threshold: float  # marching cubes on raw density at this level (3.0, authors' code)
+    box_half_size: float      # the grid spans [-b, b]^3, a margin around the [-0.5, 0.5]^3 object box
+
+    @classmethod
+    def from_preset(cls, preset: Preset) -> ExtractConfig:
+        return section_config(cls, preset.section("extract"), "extract")

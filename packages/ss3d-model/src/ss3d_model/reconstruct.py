@@ -1,0 +1,173 @@
+"""Image -> coloured mesh, and freshly initialised checkpoints: the functions behind ``ss3d-model`` commands."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+from PIL import Image
+
+from ss3d_data.atomic import atomic_write, atomic_write_bytes
+from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import load_preset
+from ss3d_data.preprocess import crop_to_mask
+from ss3d_model.checkpoint import CheckpointMeta
+from ss3d_model.config import ExtractConfig, ModelConfig
+from ss3d_model.extract import extract_mesh
+from ss3d_model.io import load_network, save_network
+from ss3d_model.network import ReconstructionNetwork, load_imagenet_encoder
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MESH_SUFFIXES = (".glb", ".obj", ".ply")
+MAX_PIXELS = 64_000_000  # larger inputs are refused: the model sees 224 px, and decoding them costs gigabytes
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    if not path.is_file():
+        raise Ss3dError(f"{path}: no such {what} file")
+    try:
+        image = Image.open(path)
+        if image.width * image.height > MAX_PIXELS:
+            raise Ss3dError(f"{path}: {image.width}x{image.height} {what} is too large "
+                            f"(over {MAX_PIXELS // 1_000_000} megapixels); downscale it first")
+        image.load()
+    except Ss3dError:
+        raise
+    except Image.DecompressionBombError:
+        raise Ss3dError(f"{path}: {what} is too large to decode safely; downscale it first") from None
+    except Exception as err:  # PIL raises many types for broken files
+        raise Ss3dError(f"{path}: unreadable {what} ({err.__class__.__name__}: {err})") from None
+    if image.mode in _SIXTEEN_BIT or image.info.get("bits", 8) > 8:
+        raise Ss3dError(f"{path}: {image.mode} {what} is not 8-bit; convert it to 8 bits per channel")
+    return image
+
+
+def load_image_and_mask(image_path: Path, mask_path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read an 8-bit RGB(A) image and its mask -> (rgb [H, W, 3] uint8, mask [H, W] uint8).
+
+    Without ``mask_path`` the image's alpha channel is the mask.
+    """
+    image = _open(Path(image_path), "image")
+    if image.mode in ("L", "LA", "1"):
+        raise Ss3dError(f"{image_path}: the image is grayscale; ss3d reconstructs colour (RGB) images")
+    has_alpha = image.mode in ("RGBA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    rgb = np.ascontiguousarray(rgba[..., :3])
+    if mask_path is not None:
+        mask_image = _open(Path(mask_path), "mask")
+        if mask_image.mode not in ("L", "1", "P"):
+            raise Ss3dError(f"{mask_path}: the mask must be single-channel 8-bit grayscale, not {mask_image.mode}")
+        mask = np.asarray(mask_image.convert("L"))
+        if mask.shape != rgb.shape[:2]:
+            raise Ss3dError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                            f"{rgb.shape[1]}x{rgb.shape[0]}")
+    elif has_alpha:
+        mask = np.ascontiguousarray(rgba[..., 3])
+    else:
+        raise Ss3dError(f"{image_path}: no mask: pass --mask or an RGBA image whose alpha is the mask")
+    return rgb, mask
+
+
+def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> torch.Tensor:
+    """The paper's preprocessing (crop to the mask box, resize, zero-pad) -> [1, 3, S, S] float in [0, 1]."""
+    cropped = crop_to_mask(rgb, mask, input_size, mask_threshold)
+    return torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0
+
+
+def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, extract: ExtractConfig,
+                     mask_threshold: float = 0.5, threshold: float | None = None) -> trimesh.Trimesh:
+    """One segmented image -> coloured mesh in canonical units (``threshold`` overrides the preset's level)."""
+    level = extract.density_threshold if threshold is None else threshold
+    with torch.inference_mode():
+        z = network.encode(image_tensor(rgb, mask, network.config.input_size, mask_threshold))
+        mesh = extract_mesh(network, z[0], extract.resolution, extract.coarse_resolution, level,
+                            extract.box_half_size)
+    if len(mesh.faces) == 0:
+        raise Ss3dError(f"no surface: the predicted density never reaches {level}",
+                        hint="an untrained checkpoint predicts almost no density; try a lower --threshold")
+    return mesh
+
+
+def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
+    """Write GLB, OBJ or PLY (by suffix) atomically."""
+    suffix = path.suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise Ss3dError(f"{path}: mesh output must end in {', '.join(MESH_SUFFIXES)}")
+    data = mesh.export(file_type=suffix[1:])
+    atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
+
+
+def write_png(image: np.ndarray, path: Path) -> None:
+    with atomic_write(path) as handle:
+        Image.fromarray(image).save(handle, format="PNG")
+
+
+@dataclass(frozen=True)
+class Job:
+    image: Path
+    mask: Path | None
+    out: Path
+    turntable: Path | None
+
+
+def plan_jobs(images: list[Path], mask: Path | None, out: Path, turntable: Path | None, mesh_format: str
+              ) -> list[Job]:
+    """Single mode (one image file): ``out`` is the mesh file. Batch mode (a folder or several images): ``out`` is
+    a folder receiving ``<stem>.<format>`` (and ``<stem>.turntable.png`` when ``turntable`` is a folder); ``mask``,
+    if given, is a folder of ``<stem>.png`` masks."""
+    if not images:
+        raise Ss3dError("no input image given")
+    files: list[Path] = []
+    for item in images:
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise Ss3dError(f"{item}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        else:
+            files.append(item)
+    if len(images) == 1 and not images[0].is_dir():
+        if mask is not None and mask.is_dir():
+            raise Ss3dError(f"{mask}: for a single image, --mask is the mask file, not a folder")
+        return [Job(files[0], mask, out, turntable)]
+    if out.suffix.lower() in MESH_SUFFIXES:
+        raise Ss3dError(f"{out}: with several images, --out is a folder, not a mesh file")
+    if mask is not None and not mask.is_dir():
+        raise Ss3dError(f"{mask}: with several images, --mask is a folder of <image stem>.png masks")
+    if turntable is not None and turntable.suffix.lower() == ".png":
+        raise Ss3dError(f"{turntable}: with several images, --turntable is a folder")
+    suffix = "." + mesh_format.lower().lstrip(".")
+    if suffix not in MESH_SUFFIXES:
+        raise Ss3dError(f"mesh format {mesh_format!r} is not one of glb, obj, ply")
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        raise Ss3dError("two input images share a file name stem; their meshes would overwrite each other")
+    return [Job(f, mask / f"{f.stem}.png" if mask is not None else None, out / f"{f.stem}{suffix}",
+                turntable / f"{f.stem}.turntable.png" if turntable is not None else None) for f in files]
+
+
+def init_checkpoint(preset: str, out: str | os.PathLike[str], imagenet: str | os.PathLike[str] | None = None,
+                    seed: int = 0) -> CheckpointMeta:
+    """Write a freshly initialised network (stage ``init``): ImageNet encoder weights from ``imagenet`` or
+    torchvision's cache when present, random otherwise (recorded in ``encoder_init``)."""
+    loaded = load_preset(preset)
+    config = ModelConfig.from_preset(loaded)
+    torch.manual_seed(seed)
+    network = ReconstructionNetwork(config)
+    used = load_imagenet_encoder(network, imagenet)
+    meta = CheckpointMeta(model_config=config.to_dict(), stage="init", preset=loaded.name,
+                          encoder_init="imagenet" if used else "random", extra={"seed": seed})
+    save_network(out, network, meta)
+    return meta
+
+
+def load_for_inference(checkpoint: Path, threads: int | None = None) -> ReconstructionNetwork:
+    if threads:
+        torch.set_num_threads(threads)
+    network, _ = load_network(checkpoint)
+    return network.eval()
