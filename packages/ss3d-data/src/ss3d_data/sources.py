@@ -190,10 +190,19 @@ def parse_properties(text: str) -> dict[str, str]:
 
 def sweethome3d_category(name: str) -> str:
     """Category of a Sweet Home 3D model from its display name: the head noun of the name's first phrase (cut at
-    "with", "under", " - ", "(" and at the first word with a digit; short all-capital model codes dropped),
-    singular, through the aliases ("Double door with panes" -> door, "Convertible sofa BZ" -> sofa)."""
-    phrase = re.split(r"\s(?:with|under|-)\s|\(|\s\S*\d", f" {name} ")[0] or name
-    words = re.findall(r"[^\W\d_]+", phrase)
+    "with", "under", " - ", "("), leaving out words with digits, the word after a count ("3 panes") and short
+    all-capital model codes; singular, through the aliases ("Double door with panes" -> door, "Rounded RJ45 plug"
+    -> plug, "Convertible sofa BZ" -> sofa)."""
+    phrase = re.split(r"\s(?:with|under|-)\s|\(", f" {name} ")[0] or name
+    kept, after_count = [], False
+    for token in phrase.split():
+        if re.search(r"\d", token):
+            after_count = token.isdigit()
+            continue
+        if not after_count:
+            kept.append(token)
+        after_count = False
+    words = re.findall(r"[^\W\d_]+", " ".join(kept))
     if len(words) > 1:
         words = [w for w in words if not (w.isupper() and len(w) <= 4)] or words
     if not words:
