@@ -59,7 +59,8 @@ def test_degraded_mask_is_approximate_but_close():
 
 def _records(n):
     eye = tuple(tuple(float(i == j) for j in range(4)) for i in range(4))
-    return [MeshRecord(f"m{i}", "c", "procedural", "CC0-1.0", "", f"m{i}.obj", 1, False, "train", eye) for i in range(n)]
+    return [MeshRecord(f"m{i}", "c", "procedural", "CC0-1.0", "", f"m{i}.obj", 1, False, "train", eye)
+            for i in range(n)]
 
 
 def test_process_split_is_a_partition_by_index_modulo():

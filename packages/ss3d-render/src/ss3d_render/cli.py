@@ -1,4 +1,4 @@
-"""``ss3d-render``: Render meshes with Blender (bpy): synthetic multi-view sets and in-the-wild style image collections."""
+"""``ss3d-render``: render meshes with Blender (bpy): synthetic multi-view sets and in-the-wild style collections."""
 
 from __future__ import annotations
 
@@ -11,14 +11,26 @@ from ss3d_data.clikit import console, make_app
 from ss3d_data.errors import Ss3dError
 from ss3d_render.jobs import RenderSummary
 
-app = make_app("ss3d-render", "Render meshes with Blender (bpy): synthetic multi-view sets and in-the-wild style image collections.")
+app = make_app(
+    "ss3d-render",
+    "Render meshes with Blender (bpy): synthetic multi-view sets and in-the-wild style image collections.",
+)
 
 ManifestOpt = Annotated[Path, typer.Option("--manifest", help="Mesh manifest (JSON lines, ss3d-mesh-manifest v1).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder: one sample folder per key (resumable).")]
-PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET", help="Preset name or .toml path ([render] sizes).")]
-ShardIndexOpt = Annotated[int, typer.Option("--shard-index", help="This process's index: renders instances i with i % n == index.")]
+PresetOpt = Annotated[
+    str,
+    typer.Option(
+        "--preset", envvar="SS3D_PRESET", help="Preset name or .toml path (its render section sets the sizes)."
+    ),
+]
+ShardIndexOpt = Annotated[
+    int, typer.Option("--shard-index", help="This process's index: renders instances i with i % n == index.")
+]
 NumShardsOpt = Annotated[int, typer.Option("--num-shards", help="Number of processes sharing the manifest (n).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Base seed (default: the preset's [render] seed).")]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Base seed (default: the seed of the preset's render section).")
+]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Render at most this many of this process's instances.")]
 CategoriesOpt = Annotated[
     str | None, typer.Option("--categories", help="Comma-separated categories to render (default: all).")

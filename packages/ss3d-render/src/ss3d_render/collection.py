@@ -120,7 +120,9 @@ def rebuild_sidecar(out: str | os.PathLike[str]) -> Path:
             raw = json.loads(part.read_text(encoding="utf-8"))
             rows.append((raw["key"], raw["intrinsics"], raw["cam2world"]))
         except (ValueError, KeyError, TypeError) as err:
-            raise Ss3dError(f"{part}: unreadable camera file ({err})", hint="delete it and its sample folder, then re-run") from None
+            raise Ss3dError(
+                f"{part}: unreadable camera file ({err})", hint="delete it and its sample folder, then re-run"
+            ) from None
     return write_cameras(out_path / SIDECAR_NAME, rows)
 
 
@@ -168,7 +170,8 @@ def render_collection(
                         write_sample_dir(sample, out_path)
                     summary.rendered += 1
                     summary.views += len(images)
-                bar.update(task, advance=1, status=f"{summary.views / max(time.perf_counter() - start, 1e-9):.1f} img/s")
+                rate = summary.views / max(time.perf_counter() - start, 1e-9)
+                bar.update(task, advance=1, status=f"{rate:.1f} img/s")
     rebuild_sidecar(out_path)
     summary.seconds = time.perf_counter() - start
     return summary

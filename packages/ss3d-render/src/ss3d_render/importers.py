@@ -41,7 +41,9 @@ def _run_importer(path: Path) -> None:
     elif suffix == ".off":
         _import_with_trimesh(path)
     else:
-        raise Ss3dError(f"{path}: unsupported mesh format {suffix!r}", hint=f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
+        raise Ss3dError(
+            f"{path}: unsupported mesh format {suffix!r}", hint=f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
 
 
 def _import_with_trimesh(path: Path) -> None:

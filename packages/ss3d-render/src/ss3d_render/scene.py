@@ -53,7 +53,9 @@ class RenderScene:
         self._world_nodes = self._make_world()
         self._hdris = [self._load_hdri(p) for p in find_hdris()] if use_hdris else []
         self._objects: list[bpy.types.Object] = []
-        self._tmp = tempfile.TemporaryDirectory(prefix="ss3d-render-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        # frames go through a PNG in memory-backed /dev/shm where there is one
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self._tmp = tempfile.TemporaryDirectory(prefix="ss3d-render-", dir=shm)
         self._frame_path = os.path.join(self._tmp.name, "view.png")
         self._scene.render.filepath = self._frame_path
 
@@ -175,7 +177,8 @@ class RenderScene:
             self._world_nodes["mapping"].inputs["Rotation"].default_value = (0.0, 0.0, rotation)
             tree.links.new(environment.outputs["Color"], background.inputs["Color"])
             strength = float(rng.uniform(0.3, 0.8))
-            description["world"] = {"hdri": self._hdris[index].name.removeprefix("ss3d-hdri-"), "rotation_rad": rotation}
+            name = self._hdris[index].name.removeprefix("ss3d-hdri-")
+            description["world"] = {"hdri": name, "rotation_rad": rotation}
         else:
             grey = float(rng.uniform(0.7, 1.0))
             background.inputs["Color"].default_value = (grey, grey, grey, 1.0)

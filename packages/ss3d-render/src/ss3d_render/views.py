@@ -119,6 +119,7 @@ def render_views(
                     write_sample_dir(sample, out_path)
                     summary.rendered += 1
                     summary.views += sample.num_views
-                bar.update(task, advance=1, status=f"{summary.views / max(time.perf_counter() - start, 1e-9):.1f} views/s")
+                rate = summary.views / max(time.perf_counter() - start, 1e-9)
+                bar.update(task, advance=1, status=f"{rate:.1f} views/s")
     summary.seconds = time.perf_counter() - start
     return summary
