@@ -65,6 +65,7 @@ def render_instance_images(
     size = config.image_size
     with quiet_stdout():
         scene.load_object(record.resolve(manifest_path), record.matrix())
+    scene.set_noise_seed(int(rng.integers(2**31)))
     results = []
     max_radius = round(config.collection_degrade_fraction * size)
     for key in image_keys(record.instance_id, config.collection_views_per_instance):

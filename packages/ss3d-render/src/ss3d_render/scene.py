@@ -156,6 +156,10 @@ class RenderScene:
         self.clear_object()
         self._objects = import_mesh(path, to_canonical, matte=self.matte)
 
+    def set_noise_seed(self, seed: int) -> None:
+        """Cycles' sampling seed: drawn per instance so that instances do not share one noise pattern."""
+        self._scene.cycles.seed = int(seed) % (2**31)
+
     def clear_object(self) -> None:
         for obj in self._objects:
             bpy.data.objects.remove(obj, do_unlink=True)

@@ -45,6 +45,7 @@ def render_instance_views(
     with quiet_stdout():
         scene.load_object(record.resolve(manifest_path), record.matrix())
     lighting = scene.randomise_lighting(rng)
+    scene.set_noise_seed(int(rng.integers(2**31)))
     intrinsics = intrinsics_matrix(config.focal_px, size, size)
     images, masks, poses = [], [], []
     for view in range(config.views_per_instance):
