@@ -141,7 +141,9 @@ def _thumbnail(sample: Sample, size: int) -> Image.Image:
     fg = (sample.masks[0] >= 128)[..., None]
     tinted = np.where(fg, 0.6 * rgb + 0.4 * np.array([255.0, 40, 40]), 0.35 * rgb)
     img = Image.fromarray(tinted.clip(0, 255).astype(np.uint8))
-    img.thumbnail((size, size))
+    scale = size / max(img.width, img.height)  # small renders are enlarged too, so every cell is readable
+    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                     Image.NEAREST if scale > 1 else Image.BILINEAR)
     canvas = Image.new("RGB", (size, size), (24, 24, 24))
     canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
     return canvas
@@ -166,7 +168,7 @@ def inspect_shards(shards: Sequence[str], sheet: str | os.PathLike[str] | None =
         if not rows:
             raise Ss3dError("no valid samples to draw a contact sheet from")
         label_w, pad = 120, 4
-        width = label_w + per_category * (thumb + pad)
+        width = label_w + max(len(r) for r in rows.values()) * (thumb + pad)
         canvas = Image.new("RGB", (width, len(rows) * (thumb + pad) + pad), (255, 255, 255))
         draw = ImageDraw.Draw(canvas)
         for r, (category, thumbs) in enumerate(sorted(rows.items())):

@@ -258,15 +258,22 @@ def libcgal_category(stem: str) -> str:
     return normalise_category(words[0])
 
 
+# The CGAL demo meshes come from many scanners and modellers, mostly Y-up; these are Z-up (measured: the human
+# figure's height runs along file Z).
+LIBCGAL_UP_AXES = {"man": "z"}
+
+
 def scan_libcgal(root: str | os.PathLike[str], up_axis: str = "y") -> Iterator[MeshCandidate]:
-    """Candidates from ``root/meshes/*.off`` (an unpacked ``libcgal-demo``)."""
+    """Candidates from ``root/meshes/*.off`` (an unpacked ``libcgal-demo``); ``up_axis`` unless listed in
+    ``LIBCGAL_UP_AXES``."""
     meshes = sorted((Path(root) / "meshes").glob("*.off"))
     if not meshes:
         raise Ss3dError(f"{root}: no OFF meshes under meshes/", hint="run `ss3d-data meshes fetch libcgal` first")
     for path in meshes:
         yield MeshCandidate(path=path, instance_id=make_key("cgal", path.stem), category=libcgal_category(path.stem),
                             source="libcgal-demo", licence="GPL-3.0-or-later",
-                            attribution=f"{path.name} from the CGAL demo data (Debian {CGAL_PACKAGE})", up_axis=up_axis)
+                            attribution=f"{path.name} from the CGAL demo data (Debian {CGAL_PACKAGE})",
+                            up_axis=LIBCGAL_UP_AXES.get(path.stem, up_axis))
 
 
 def _mesh_in(folder: Path) -> Path | None:
