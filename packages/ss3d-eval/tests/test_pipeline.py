@@ -177,3 +177,35 @@ def test_cli_iou_table_report(dataset, tmp_path):
     assert result.exit_code == 2 and "error" in result.output
     result = runner.invoke(app, ["table", str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 2 and "no such result file" in result.output
+
+
+@pytest.mark.slow
+def test_checkpoint_predictions_through_the_real_network(dataset, tmp_path):
+    from ss3d_model.reconstruct import init_checkpoint
+
+    checkpoint = tmp_path / "init.safetensors"
+    init_checkpoint("tiny", checkpoint)
+    out = tmp_path / "res"
+    runner = CliRunner()
+    common = ["--shards", dataset["shards"], "--manifest", str(dataset["manifest"]), "--out", str(out)]
+    # An untrained network's density never reaches the preset's level: every sample is an empty prediction.
+    result = runner.invoke(app, ["iou", *common, "--checkpoint", str(checkpoint), "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    rows = read_results([result_path(out, "init", "iou")])
+    assert [(r["status"], r["iou"], r["seen"]) for r in rows] == [("empty", 0.0, False)] * 3
+    assert all("no surface" in r["error"] for r in rows)
+    # At a level inside its noise the same network yields real (if meaningless) surfaces, scored end to end and
+    # kept as meshes for the report.
+    low = tmp_path / "low.toml"
+    low.write_text('[preset]\ninherit = "tiny"\n[extract]\ndensity_threshold = 0.04\n')
+    result = runner.invoke(app, ["chamfer", *common, "--checkpoint", str(checkpoint), "--preset", str(low),
+                                 "--label", "noise", "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    rows = read_results([result_path(out, "noise", "chamfer")])
+    assert len(rows) == 2 and {r["status"] for r in rows} <= {"ok", "empty"}
+    scored = [r for r in rows if r["status"] == "ok"]
+    assert scored and all(r["chamfer_l1"] > 0 and 0 <= r["fscore"]["0.05"] <= 1 for r in scored)
+    assert all((out / "noise-meshes" / f"{r['key']}.ply").is_file() for r in scored)
+    result = runner.invoke(app, ["iou", *common, "--checkpoint", str(checkpoint), "--preset", "tiny",
+                                 "--subset", "seen"])
+    assert result.exit_code == 2 and "seen categories" in result.output

@@ -94,62 +94,36 @@ class MeshDirPredictor(Predictor):
 
 @dataclass
 class CheckpointPredictor(Predictor):
-    """Predictions by a checkpoint: preprocess the view as the model was trained (crop to the mask, pad), encode,
-    extract a mesh with the preset's ``[extract]`` settings."""
+    """Predictions by a checkpoint: the view preprocessed as in training (crop to the mask box, resize, zero-pad:
+    ``ss3d_model.reconstruct.image_tensor``), encoded, and meshed by ``ss3d_model.extract.extract_mesh`` with
+    the preset's ``[extract]`` settings."""
 
     checkpoint: Path = field(default_factory=Path)
     preset: str = "paper"
     _network: object = None
-    _input_size: int = 0
-
-    def _load(self) -> None:
-        try:
-            import ss3d_model
-            from ss3d_model.extract import extract_mesh  # noqa: F401  (checked here, used in predict)
-        except ImportError as err:
-            raise Ss3dError(f"this ss3d-model has no network loader or mesh extraction yet ({err})",
-                            hint="evaluate saved meshes with --pred-dir instead") from None
-        loaded = ss3d_model.load_network(self.checkpoint)
-        network = loaded[0] if isinstance(loaded, tuple) else loaded
-        network.eval()
-        config = ss3d_model.read_checkpoint_meta(self.checkpoint).model_config
-        self._network = network
-        self._input_size = int(config.get("input_size", 0)) or _preset_value(self.preset, "model", "input_size")
 
     def predict(self, item: TestItem) -> Shape:
         import torch
 
-        from ss3d_data.preprocess import crop_to_mask
+        from ss3d_data.presets import load_preset
+        from ss3d_model import load_network
+        from ss3d_model.config import ExtractConfig
         from ss3d_model.extract import extract_mesh
+        from ss3d_model.reconstruct import image_tensor
 
         if self._network is None:
-            self._load()
-        threshold = float(_preset_value(self.preset, "data", "mask_threshold"))
-        cropped = crop_to_mask(item.image, item.mask, self._input_size, threshold)
-        image = torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, S, S] in [0, 1]
-        ext = _preset_section(self.preset, "extract")
+            self._network, _ = load_network(self.checkpoint)
         network = self._network
-        with torch.no_grad():
-            z = network.encode(image) if hasattr(network, "encode") else network.encoder(image)
-            mesh = extract_mesh(network, z, ext["resolution"], ext["coarse_resolution"], ext["density_threshold"],
-                                ext["box_half_size"])
-        if mesh is None or len(getattr(mesh, "faces", [])) == 0:
-            raise EmptyPrediction(f"sample {item.key}: the predicted density has no surface at threshold "
-                                  f"{ext['density_threshold']}")
+        preset = load_preset(self.preset)
+        extract = ExtractConfig.from_preset(preset)
+        mask_threshold = float(preset.section("data")["mask_threshold"])
+        with torch.inference_mode():
+            z = network.encode(image_tensor(item.image, item.mask, network.config.input_size, mask_threshold))
+            mesh = extract_mesh(network, z[0], extract.resolution, extract.coarse_resolution,
+                                extract.density_threshold, extract.box_half_size)
+        if len(mesh.faces) == 0:
+            raise EmptyPrediction(f"no surface: the predicted density never reaches {extract.density_threshold}")
         return _empty_checked(lambda: make_shape(mesh.vertices, mesh.faces, f"{self.label}:{item.key}"))
-
-
-def _preset_section(preset: str, name: str) -> dict:
-    from ss3d_data.presets import load_preset
-
-    return load_preset(preset).section(name)
-
-
-def _preset_value(preset: str, section: str, key: str):
-    values = _preset_section(preset, section)
-    if key not in values:
-        raise Ss3dError(f"preset {preset!r} has no [{section}] {key}")
-    return values[key]
 
 
 def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str) -> CheckpointPredictor:
