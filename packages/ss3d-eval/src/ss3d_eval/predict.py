@@ -101,22 +101,28 @@ class CheckpointPredictor(Predictor):
     checkpoint: Path = field(default_factory=Path)
     preset: str = "paper"
     _network: object = None
+    _extract: object = None
+    _mask_threshold: float = 0.5
+
+    def _load(self) -> None:
+        from ss3d_data.presets import load_preset
+        from ss3d_model import load_network
+        from ss3d_model.config import ExtractConfig
+
+        preset = load_preset(self.preset)
+        self._extract = ExtractConfig.from_preset(preset)
+        self._mask_threshold = float(preset.section("data")["mask_threshold"])
+        self._network, _ = load_network(self.checkpoint)
 
     def predict(self, item: TestItem) -> Shape:
         import torch
 
-        from ss3d_data.presets import load_preset
-        from ss3d_model import load_network
-        from ss3d_model.config import ExtractConfig
         from ss3d_model.extract import extract_mesh
         from ss3d_model.reconstruct import image_tensor
 
         if self._network is None:
-            self._network, _ = load_network(self.checkpoint)
-        network = self._network
-        preset = load_preset(self.preset)
-        extract = ExtractConfig.from_preset(preset)
-        mask_threshold = float(preset.section("data")["mask_threshold"])
+            self._load()
+        network, extract, mask_threshold = self._network, self._extract, self._mask_threshold
         with torch.inference_mode():
             z = network.encode(image_tensor(item.image, item.mask, network.config.input_size, mask_threshold))
             mesh = extract_mesh(network, z[0], extract.resolution, extract.coarse_resolution,
