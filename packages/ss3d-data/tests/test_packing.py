@@ -154,3 +154,29 @@ def test_dataloader_workers_each_read_their_share_once(tmp_path):
     keys = list(DataLoader(Keys(), batch_size=None, num_workers=2))
     assert sorted(keys) == sorted(p.name for p in (tmp_path / "render").iterdir() if p.is_dir())
     assert torch.utils.data.get_worker_info() is None
+
+
+def test_truncated_shard_is_counted_not_fatal_within_max_bad(tmp_path):
+    _folders(tmp_path / "render")
+    pack_sample_folders(tmp_path / "render", tmp_path / "shards", "coll", per_shard=10)
+    tar = tmp_path / "shards" / "coll-vase-000000.tar"
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    skips = SkipCounter(max_bad=5)
+    good = list(iter_samples([str(tar)], skips))
+    assert len(good) < 3 and skips.skipped >= 1
+
+
+def test_cli_packs_a_user_folder_collection(tmp_path):
+    (tmp_path / "coll" / "Teapots").mkdir(parents=True)
+    Image.new("RGB", (30, 20), (10, 200, 10)).save(tmp_path / "coll" / "Teapots" / "t1.jpg")
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 5:25] = 255
+    Image.fromarray(mask).save(tmp_path / "coll" / "Teapots" / "t1.mask.png")
+    Image.new("RGB", (30, 20)).save(tmp_path / "coll" / "Teapots" / "t2.jpg")  # no mask
+    runner = CliRunner()
+    args = ["shard", "images", "folder", str(tmp_path / "coll"), "--out", str(tmp_path / "shards"), "--prefix", "mine"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "missing mask" in result.output
+    result = runner.invoke(app, [*args, "--max-bad", "1"])
+    assert result.exit_code == 0 and "1 bad samples skipped" in result.output
+    assert json.loads((tmp_path / "shards" / "mine-teapot.index.json").read_text())["samples"] == 1

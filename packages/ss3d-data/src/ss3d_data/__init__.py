@@ -6,7 +6,7 @@ from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset, available_presets, load_preset, section_config
 from ss3d_data.schema import SHARD_FORMAT, SHARD_VERSION, Sample, SampleInfo, ShardFormatError, decode_sample, encode_sample, make_key, read_sample_dir, write_sample_dir
 from ss3d_data.sidecar import read_cameras, write_cameras
-from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards, write_shards
+from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards, select_shards, write_shards
 
 __all__ = [
     "SHARD_FORMAT",
@@ -28,6 +28,7 @@ __all__ = [
     "make_key",
     "resolve_shards",
     "section_config",
+    "select_shards",
     "write_shards",
     "read_cameras",
     "read_sample_dir",
