@@ -1,0 +1,220 @@
+"""Shards to training batches: a torch ``IterableDataset`` over ``ss3d_data`` shards, split by rank and loader worker.
+
+ss3d-data has no torch dependency, so the torch side lives here. Each reader slot (rank, worker) owns a fixed subset of
+the shards for the whole run (``ss3d_data.shards.select_shards``); every epoch it shuffles its own shards and then
+its samples through a buffer, seeded by (seed, epoch, rank, worker). Per-sample randomness (which view is the input)
+is drawn from (seed, epoch, key), so it does not depend on how samples fall to workers. Together this makes the
+batch sequence of an epoch a pure function of the seed and the epoch: a resumed run skips the batches already done
+and sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.preprocess import crop_to_mask, resize_view
+from ss3d_data.schema import Sample
+from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards, select_shards
+
+Transform = Callable[[Sample, np.random.Generator], dict[str, Any] | None]
+
+
+def shard_prefix(shard: str) -> str:
+    """``/x/chair-000003.tar`` -> ``/x/chair`` (the index file is ``<prefix>.index.json``)."""
+    stem = str(shard).removesuffix(".tar")
+    return stem.rsplit("-", 1)[0]
+
+
+def data_manifest_hash(shards: list[str]) -> str:
+    """sha256 over the shard index files (when present) and every shard's name and size: names the data a run read."""
+    digest = hashlib.sha256()
+    for index in sorted({shard_prefix(s) + ".index.json" for s in shards}):
+        if Path(index).is_file():
+            digest.update(Path(index).name.encode() + b"\0" + Path(index).read_bytes())
+    for shard in sorted(shards):
+        digest.update(f"{Path(shard).name}:{Path(shard).stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def shard_keys(shard: str) -> list[str]:
+    """Sample keys of one shard in file order, from its ``.meta.json`` member names (no image is decoded)."""
+    try:
+        with tarfile.open(shard) as tar:
+            return [m.name.split("/")[-1].split(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".meta.json")]
+    except (tarfile.TarError, OSError) as err:
+        raise Ss3dError(f"{shard}: unreadable shard ({err})") from None
+
+
+def index_categories(shards: list[str]) -> list[str]:
+    """The categories named by the index files of ``shards`` (sorted); empty when no index is found."""
+    names: set[str] = set()
+    for index in {shard_prefix(s) + ".index.json" for s in shards}:
+        if Path(index).is_file():
+            for entry in json.loads(Path(index).read_text(encoding="utf-8")).get("shards", []):
+                if any(entry.get("file") == Path(s).name for s in shards):
+                    names.update(entry.get("categories", {}))
+    return sorted(names)
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """Per-sample randomness, a function of (seed, epoch, key) only."""
+    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
+
+
+class ShardDataset(IterableDataset):
+    """Transformed samples of this rank's shards; each DataLoader worker reads a disjoint subset of them.
+
+    ``transform(sample, rng)`` returns a dict of arrays/tensors (one training example) or None to drop the sample.
+    """
+
+    def __init__(self, shards: list[str], transform: Transform, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle_buffer: int = 64, max_bad: int = 10) -> None:
+        self.shards = sorted(shards)
+        if len(self.shards) < world_size:
+            raise Ss3dError(f"{len(self.shards)} shard(s) cannot feed {world_size} ranks",
+                            hint="write more, smaller shards (ss3d-data shard ... --per-shard N)")
+        self.transform, self.seed = transform, seed
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_buffer, self.max_bad = shuffle_buffer, max_bad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def reader_shards(self, worker: int = 0, num_workers: int = 1) -> list[str]:
+        return select_shards(self.shards, self.rank, self.world_size, worker, num_workers)
+
+    def rank_shards(self, num_workers: int = 1) -> list[str]:
+        """Every shard this rank reads over all its loader workers."""
+        return [s for w in range(num_workers) for s in self.reader_shards(w, num_workers)]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = self.reader_shards(worker, num_workers)
+        order_rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 7])
+        mine = [mine[i] for i in order_rng.permutation(len(mine))]
+        buffer: list[dict[str, Any]] = []
+        skips = SkipCounter(self.max_bad)
+        for sample in iter_samples(mine, skips):
+            item = self.transform(sample, sample_rng(self.seed, self.epoch, sample.info.key))
+            if item is None:
+                continue
+            buffer.append(item)
+            if len(buffer) >= self.shuffle_buffer:
+                yield buffer.pop(int(order_rng.integers(len(buffer))))
+        while buffer:
+            yield buffer.pop(int(order_rng.integers(len(buffer))))
+
+
+def make_loader(dataset: ShardDataset, batch_size: int, workers: int) -> DataLoader:
+    """Batches in a fixed order (workers are read round-robin); the last partial batch is dropped so every step sees
+    a full batch."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True,
+                      persistent_workers=False, pin_memory=False)
+
+
+def shards_from(specs: list[str]) -> list[str]:
+    return resolve_shards(specs)
+
+
+# --------------------------------------------------------------------------------------------------- transforms
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float [3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+
+
+@dataclass(frozen=True)
+class ViewsTransform:
+    """``views`` sample -> one input view (cropped to the mask at ``input_size``) and ``supervision_views`` other views
+    resized to ``supervision_size`` with their cameras (pretraining; also the synthetic half of distillation).
+
+    Output: input [3, S, S]; rgb [K, s, s, 3] (background 0); mask [K, s, s]; intrinsics [K, 3, 3];
+    cam2world [K, 4, 4]; input_intrinsics [3, 3]; input_cam2world [4, 4]; input_size_px (original side).
+    """
+
+    input_size: int
+    supervision_size: int
+    supervision_views: int
+    mask_threshold: float
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> dict[str, Any] | None:
+        if sample.info.kind != "views":
+            raise Ss3dError(f"sample {sample.info.key} is an {sample.info.kind!r} sample; this stage reads 'views' "
+                            "shards (synthetic renders with cameras)")
+        v = sample.num_views
+        if v < 2 and self.supervision_views > 0:
+            raise Ss3dError(f"sample {sample.info.key} has one view; pretraining needs an input and other views")
+        first = int(rng.integers(v))
+        others = np.array([i for i in range(v) if i != first])
+        chosen = rng.choice(others, self.supervision_views, replace=len(others) < self.supervision_views) \
+            if self.supervision_views else np.zeros(0, dtype=int)
+        crop = crop_to_mask(sample.images[first], sample.masks[first], self.input_size, self.mask_threshold)
+        rgbs, masks, ks = [], [], []
+        for i in chosen:
+            img, msk, k = resize_view(sample.images[i], sample.masks[i], sample.intrinsics[i], self.supervision_size)
+            soft = msk.astype(np.float32) / 255.0
+            # The renderer composites on black, so the colour target is the view times its (soft) mask.
+            rgbs.append(img.astype(np.float32) / 255.0 * soft[..., None])
+            masks.append(soft)
+            ks.append(k)
+        size = self.supervision_size
+        return {
+            "input": _to_chw(crop.image),
+            "rgb": torch.from_numpy(np.stack(rgbs)) if rgbs else torch.zeros(0, size, size, 3),
+            "mask": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size),
+            "intrinsics": torch.from_numpy(np.stack(ks)) if ks else torch.zeros(0, 3, 3),
+            "cam2world": torch.from_numpy(sample.cam2world[chosen].astype(np.float32)),
+            "input_intrinsics": torch.from_numpy(sample.intrinsics[first].astype(np.float32)),
+            "input_cam2world": torch.from_numpy(sample.cam2world[first].astype(np.float32)),
+            "input_side": sample.images.shape[1],
+            "category": sample.info.category,
+            "key": sample.info.key,
+        }
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """``image`` sample -> network input at ``input_size`` and supervision at ``supervision_size``, both cropped to the
+    mask box (self-training; the collection half of distillation). ``index_of`` maps keys to camera rows.
+
+    Output: input [3, S, S]; rgb [s, s, 3] (background 0); mask [s, s] in [0, 1]; index (camera row, -1 if none).
+    """
+
+    input_size: int
+    supervision_size: int
+    mask_threshold: float
+    index_of: dict[str, int] | None = None
+    categories: frozenset[str] | None = None
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> dict[str, Any] | None:
+        if sample.info.kind != "image":
+            raise Ss3dError(f"sample {sample.info.key} is a {sample.info.kind!r} sample; this stage reads 'image' "
+                            "shards (image collections)")
+        if self.categories is not None and sample.info.category not in self.categories:
+            return None
+        crop = crop_to_mask(sample.images[0], sample.masks[0], self.input_size, self.mask_threshold)
+        sup = crop_to_mask(sample.images[0], sample.masks[0], self.supervision_size, self.mask_threshold)
+        soft = sup.mask.astype(np.float32) / 255.0
+        index = -1 if self.index_of is None else self.index_of.get(sample.info.key, -1)
+        return {
+            "input": _to_chw(crop.image),
+            "rgb": torch.from_numpy(sup.image.astype(np.float32) / 255.0 * soft[..., None]),
+            "mask": torch.from_numpy(soft),
+            "index": index,
+            "category": sample.info.category,
+            "key": sample.info.key,
+        }

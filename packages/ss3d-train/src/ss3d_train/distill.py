@@ -1,0 +1,235 @@
+"""Stage 3, distilling every category expert (and the synthetic-only model) into one unified student (paper Sec. 3.3).
+
+For each image of category c, the student and expert c are queried at the same ``points_per_image`` points of the
+canonical frame: a ``ray_point_fraction`` share along rays of a camera looking at the object (the true input camera
+for synthetic views; a random look-at camera for collection images, whose cameras are unknown) and the rest uniform
+in [-point_half_size, point_half_size]^3. Loss (authors' code): (MSE of colour logits + MSE of ReLU density) / 2.
+No volume rendering. Teachers run in eval mode without gradients. A ``synthetic_fraction`` of each batch are
+synthetic views taught by the synthetic-only model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import load_preset, section_config
+from ss3d_model import CheckpointMeta, ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, \
+    ray_bounds
+from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, data_manifest_hash, make_loader, \
+    shards_from
+from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
+    optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
+from ss3d_train.objectives import FieldObjective, build_student, load_teacher
+
+SYNTHETIC = "__synthetic__"  # teacher key of the synthetic-only model
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    batch_size: int              # images per process and step (collection + synthetic)
+    points_per_image: int        # query points per image
+    point_half_size: float       # uniform points in [-h, h]^3
+    ray_point_fraction: float    # share of points along rays of a camera looking at the object
+    synthetic_fraction: float    # share of each batch taught by the synthetic-only model
+    epochs: int
+    lr: float
+    checkpoint_every: int
+
+
+def distill_loss(student_sigma: Tensor, student_rgb: Tensor, teacher_sigma: Tensor, teacher_rgb: Tensor) -> Tensor:
+    """(MSE(colour logits) + MSE(relu(sigma))) / 2. sigma [B, N], rgb [B, N, 3]."""
+    colour = torch.mean((student_rgb - teacher_rgb) ** 2)
+    density = torch.mean((torch.relu(student_sigma) - torch.relu(teacher_sigma)) ** 2)
+    return (colour + density) / 2
+
+
+def sample_points(cam2world: Tensor, intrinsics: Tensor, side: int, cfg: DistillConfig, volume: VolumeConfig,
+                  generator: torch.Generator) -> Tensor:
+    """cam2world [B, 4, 4], intrinsics [B, 3, 3] of a square ``side`` image -> points [B, N, 3]: rays through random
+    pixels with a random depth within the object's ray bounds, plus uniform points in the cube."""
+    b, n = cam2world.shape[0], cfg.points_per_image
+    on_rays = int(round(n * cfg.ray_point_fraction))
+    pixels = torch.rand(b, on_rays, 2, generator=generator) * side
+    origins, directions = pixel_rays(intrinsics, cam2world, pixels.to(cam2world.dtype))
+    near, far = ray_bounds(origins, volume)
+    t = near + (far - near) * torch.rand(b, on_rays, generator=generator)
+    ray_points = origins + directions * t.unsqueeze(-1)
+    cube = (torch.rand(b, n - on_rays, 3, generator=generator) * 2 - 1) * cfg.point_half_size
+    return torch.cat([ray_points, cube.to(ray_points.dtype)], 1)
+
+
+def random_cameras(count: int, focal_px: float, side: int, distance_range: list[float],
+                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Look-at cameras at random directions (collection images carry no camera) -> cam2world [n, 4, 4], K [n, 3, 3]."""
+    u = torch.rand(count, 3, generator=generator)
+    elevation = torch.asin(u[:, 0] * 2 - 1)                 # uniform over the sphere
+    azimuth = u[:, 1] * 2 * math.pi
+    distance = distance_range[0] + u[:, 2] * (distance_range[1] - distance_range[0])
+    return look_at(elevation, azimuth, distance), intrinsics_matrix(focal_px, side).expand(count, 3, 3)
+
+
+def distill(collections: list[str], experts: dict[str, str | Path], options: RunOptions,
+            synthetic: str | Path | None = None, synthetic_shards: list[str] | None = None) -> Path:
+    """Distil ``experts`` (category -> checkpoint) and optionally the synthetic-only model into a fresh student."""
+    world = setup_world(options.device)
+    try:
+        return _distill(collections, experts, options, synthetic, synthetic_shards, world)
+    finally:
+        teardown_world(world)
+
+
+def _distill(collection_specs: list[str], experts: dict[str, str | Path], options: RunOptions,
+             synthetic: str | Path | None, synthetic_specs: list[str] | None, world: World) -> Path:
+    preset = load_preset(options.preset)
+    cfg = section_config(DistillConfig, preset.section("distill"), "distill")
+    data = preset.section("data")
+    render = preset.section("render")
+    volume = VolumeConfig.from_preset(preset)
+    epochs = options.epochs or cfg.epochs
+    if not experts:
+        raise Ss3dError("distillation needs at least one --expert CATEGORY=CHECKPOINT")
+    if (synthetic is None) != (not synthetic_specs):
+        raise Ss3dError("--synthetic and --synthetic-shards go together")
+    run = StageRun("distill", preset, options, world)
+
+    teachers: dict[str, ReconstructionNetwork] = {c: load_teacher(p, world.device) for c, p in experts.items()}
+    if synthetic is not None:
+        teachers[SYNTHETIC] = load_teacher(synthetic, world.device)
+    student, encoder_init, _ = build_student(preset, None, options.seed)
+    student.to(world.device)
+    parents = {c: str(p) for c, p in experts.items()} | ({SYNTHETIC: str(synthetic)} if synthetic else {})
+    input_size = student.config.input_size
+    threshold = float(data["mask_threshold"])
+
+    synthetic_per_batch = int(round(cfg.batch_size * cfg.synthetic_fraction)) if synthetic is not None else 0
+    collection_per_batch = cfg.batch_size - synthetic_per_batch
+    if collection_per_batch < 1:
+        raise Ss3dError(f"[distill] batch_size {cfg.batch_size} leaves no room for collection images")
+    collections = shards_from(collection_specs)
+    main = ShardDataset(collections, ImageTransform(input_size, int(data["supervision_size"]), threshold,
+                                                    categories=frozenset(experts)), options.seed, world.rank,
+                        world.size)
+    main_loader = make_loader(main, collection_per_batch, options.workers)
+    syn_shards = shards_from(synthetic_specs) if synthetic is not None else []
+    syn = ShardDataset(syn_shards, ViewsTransform(input_size, int(data["supervision_size"]), 0, threshold),
+                       options.seed + 1, world.rank, world.size) if syn_shards else None
+    syn_loader = make_loader(syn, synthetic_per_batch, options.workers) if syn is not None else None
+
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    generator = torch.Generator().manual_seed(options.seed * 1000 + 2 + world.rank)
+    position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "syn_pass": 0, "syn_batch": 0}
+    restored = run.restore()
+    if restored is not None:
+        weights, tensors, info = restored
+        student.load_state_dict(weights)
+        optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
+        rng_from_tensors(generator, tensors)
+        position, encoder_init = info["position"], info["encoder_init"]
+    objective = wrap_ddp(world, FieldObjective(student))
+    manifest = data_manifest_hash(collections + syn_shards)
+    categories = sorted(experts)
+
+    def checkpoint(final: bool = False) -> None:
+        opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
+        meta = CheckpointMeta(model_config={}, stage="distill", preset=preset.name, step=position["step"],
+                              epoch=position["epoch"], categories=categories, data_manifest_hash=manifest,
+                              encoder_init=encoder_init, extra={"parents": parents, "world_size": world.size,
+                                                                "nonfinite_skipped": run.guard.skipped})
+        info = {"position": position, "optimizer": opt_info, "encoder_init": encoder_init}
+        run.save(student, meta, {**opt_tensors, **rng_to_tensors(generator)}, info, final=final)
+
+    def synthetic_batches():
+        """Endless synthetic batches; its own pass/position counters make it resumable."""
+        while True:
+            syn.set_epoch(position["syn_pass"])
+            got = False
+            for index, batch in epoch_batches(syn_loader, world, position["syn_batch"]):
+                got = True
+                position["syn_batch"] = index + 1
+                yield batch
+            if not got and position["syn_batch"] == 0:
+                raise Ss3dError("the synthetic shards yield no full batch on some rank")
+            position.update(syn_pass=position["syn_pass"] + 1, syn_batch=0)
+
+    syn_stream = synthetic_batches() if syn is not None else None
+    side_focal = (float(render["focal_px"]), int(render["image_size"]))
+    distance_range = [float(x) for x in render["distance_range"]]
+    steps_this_run = 0
+    with stage_progress(world) as bar:
+        task = bar.add_task("distill", total=None, status="")
+        while position["epoch"] < epochs:
+            main.set_epoch(position["epoch"])
+            for index, batch in epoch_batches(main_loader, world, position["batch"]):
+                started = time.perf_counter()
+                position["batch"] = index + 1
+                groups = _teacher_groups(batch, syn_stream, side_focal, distance_range, generator)
+                images = torch.cat([g["input"] for g in groups]).to(world.device)
+                points = torch.cat([sample_points(g["cam2world"], g["intrinsics"], g["side"], cfg, volume,
+                                                  generator) for g in groups]).to(world.device)
+                with torch.no_grad():
+                    targets, start = [], 0
+                    for g in groups:
+                        stop = start + g["input"].shape[0]
+                        for teacher, rows in g["teachers"]:
+                            sel = torch.tensor(rows) + start
+                            targets.append((sel, *teachers[teacher](images[sel], points[sel])))
+                        start = stop
+                    t_sigma = torch.empty(points.shape[:2], device=world.device)
+                    t_rgb = torch.empty(*points.shape[:2], 3, device=world.device)
+                    for sel, sigma, rgb in targets:
+                        t_sigma[sel], t_rgb[sel] = sigma, rgb
+                s_sigma, s_rgb = objective(images, points)
+                loss = distill_loss(s_sigma, s_rgb, t_sigma, t_rgb)
+                optimizer.zero_grad(set_to_none=True)
+                if not run.guard.ok(finite_everywhere(world, loss), position["step"]):
+                    continue
+                loss.backward()
+                optimizer.step()
+                position["step"] += 1
+                steps_this_run += 1
+                value = float(all_mean(world, loss.detach().reshape(1)).item())
+                seconds = max(time.perf_counter() - started, 1e-9)
+                rate = images.shape[0] * world.size / seconds
+                run.log(position["step"], {"loss": value, "epoch": position["epoch"], "images_per_s": rate,
+                                           "points_per_s": rate * cfg.points_per_image,
+                                           "skipped": run.guard.skipped})
+                bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.5f} {rate:.1f} img/s")
+                if position["step"] % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if options.stop_after and steps_this_run >= options.stop_after:
+                    checkpoint()
+                    return run.last
+            position.update(epoch=position["epoch"] + 1, batch=0)
+            checkpoint()
+    checkpoint(final=True)
+    run.finish(student)
+    return run.final
+
+
+def _teacher_groups(batch: dict[str, Any], syn_stream, side_focal: tuple[float, int], distance_range: list[float],
+                    generator: torch.Generator) -> list[dict[str, Any]]:
+    """The batch as groups (collection images, then synthetic views), each with the cameras its points are shot from
+    and its (teacher, rows) assignment."""
+    focal, side = side_focal
+    n = batch["input"].shape[0]
+    c2w, intr = random_cameras(n, focal, side, distance_range, generator)
+    by_category: dict[str, list[int]] = {}
+    for row, category in enumerate(batch["category"]):
+        by_category.setdefault(category, []).append(row)
+    groups = [{"input": batch["input"], "cam2world": c2w, "intrinsics": intr, "side": side,
+               "teachers": sorted(by_category.items())}]
+    if syn_stream is not None:
+        syn = next(syn_stream)
+        groups.append({"input": syn["input"], "cam2world": syn["input_cam2world"],
+                       "intrinsics": syn["input_intrinsics"], "side": int(syn["input_side"][0]),
+                       "teachers": [(SYNTHETIC, list(range(syn["input"].shape[0])))]})
+    return groups

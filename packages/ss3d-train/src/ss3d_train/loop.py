@@ -1,0 +1,263 @@
+"""What every training stage shares: run folder (config, metrics, TensorBoard), checkpoints with resumable state,
+RNG and optimiser (de)serialisation without pickle, the non-finite-loss guard, and epoch iteration across ranks.
+
+Run folder ``<out>/``: ``config.json`` (preset JSON + CLI arguments), ``metrics.jsonl`` (one JSON object per logged
+step), ``last.safetensors`` + ``last.state.safetensors`` (periodic), ``<name>.safetensors`` (final) and, when
+TensorBoard is installed, ``tb/``. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ss3d_data.atomic import atomic_write_text
+from ss3d_data.clikit import progress
+from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import Preset
+from ss3d_model import CheckpointMeta, ReconstructionNetwork, load_state, save_network, save_state, state_path
+from ss3d_train.distributed import World, all_min
+
+
+@dataclass
+class RunOptions:
+    """Options common to every stage (the CLI's shared flags)."""
+
+    out: Path                        # run folder
+    preset: str = "cpu"              # preset name or path
+    name: str = ""                   # final checkpoint file stem; default: the stage name
+    resume: bool = False             # continue from <out>/last.safetensors + its state file
+    seed: int = 0                    # base seed of initialisation, data order and ray sampling
+    workers: int = 0                 # DataLoader worker processes per rank
+    device: str = "auto"             # auto | cpu | cuda
+    stop_after: int = 0              # stop (with a checkpoint) after this many steps in this invocation; 0 = never
+    max_nonfinite: int = 5           # consecutive non-finite losses tolerated before the run stops
+    log_every: int = 1               # steps between metric lines
+    epochs: int = 0                  # override of the preset's epoch count (0 = preset)
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific CLI arguments, recorded in config.json
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+class NonFiniteGuard:
+    """Counts steps skipped for a NaN/Inf loss; more than ``limit`` in a row stop the run with a clear message."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.skipped, self.in_a_row = limit, 0, 0
+
+    def ok(self, finite: bool, step: int) -> bool:
+        if finite:
+            self.in_a_row = 0
+            return True
+        self.skipped += 1
+        self.in_a_row += 1
+        if self.in_a_row > self.limit:
+            raise Ss3dError(f"the loss was NaN/Inf for {self.in_a_row} steps in a row (at step {step}); stopping",
+                            hint="lower the learning rate, check the input shards, or resume from an earlier "
+                                 "checkpoint")
+        return False
+
+
+def finite_everywhere(world: World, loss: Tensor) -> bool:
+    """True when the loss is finite on every rank (all ranks then skip or step together)."""
+    return all_min(world, 1.0 if bool(torch.isfinite(loss.detach()).all()) else 0.0) > 0.5
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An optimiser's state as safetensors-ready tensors plus JSON (param groups, non-tensor entries)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, Tensor],
+                           info: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix + "."):
+            index, key = name[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+    for index, entry in info["scalars"].items():
+        state.setdefault(int(index), {}).update(entry)
+    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def rng_to_tensors(generator: torch.Generator) -> dict[str, Tensor]:
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.generator": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    return tensors
+
+
+def rng_from_tensors(generator: torch.Generator, tensors: dict[str, Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.generator"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
+def epoch_batches(loader, world: World, skip: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index in epoch, batch) of one epoch, starting after ``skip`` batches already done (resume). The epoch ends
+    for every rank as soon as one rank runs out, so collective operations never wait on a finished rank."""
+    iterator = iter(loader)
+    index = 0
+    while True:
+        batch = next(iterator, None)
+        if all_min(world, 0.0 if batch is None else 1.0) < 0.5:
+            return
+        if index >= skip:
+            yield index, batch
+        index += 1
+
+
+def weights_fingerprint(network: torch.nn.Module) -> str:
+    """sha256 of every tensor of the state dict (names, dtypes, bytes): equal only for bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, value in sorted(network.state_dict().items()):
+        digest.update(name.encode() + str(value.dtype).encode())
+        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verify_replicas(world: World, network: torch.nn.Module) -> list[str]:
+    """Fingerprints of the weights on every rank; an error when data-parallel replicas drifted apart."""
+    mine = weights_fingerprint(network)
+    if not world.distributed:
+        return [mine]
+    import torch.distributed as dist
+
+    everyone: list[str] = [""] * world.size
+    dist.all_gather_object(everyone, mine)
+    if len(set(everyone)) != 1:
+        raise Ss3dError(f"the {world.size} ranks ended with different weights; data-parallel training went wrong")
+    return everyone
+
+
+class StageRun:
+    """The run folder of one stage on one rank: config, metrics, checkpoints and resume state."""
+
+    def __init__(self, stage: str, preset: Preset, options: RunOptions, world: World) -> None:
+        self.stage, self.preset, self.options, self.world = stage, preset, options, world
+        self.out = Path(options.out)
+        self.last = self.out / "last.safetensors"
+        self.final = self.out / f"{options.name or stage}.safetensors"
+        self.guard = NonFiniteGuard(options.max_nonfinite)
+        self.metrics: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        self.writer = None
+        if options.resume and not self.last.is_file():
+            raise Ss3dError(f"--resume: {self.last} does not exist", hint="start without --resume")
+        if not options.resume and self.last.is_file():
+            raise Ss3dError(f"{self.out} already holds a run ({self.last.name})",
+                            hint="add --resume to continue it, or choose another --out")
+        if world.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            config = {"stage": stage, "preset": json.loads(preset.to_json()), "options": options.to_json(),
+                      "world_size": world.size}
+            atomic_write_text(self.out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+            try:  # TensorBoard is optional
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.out / "tb"))
+            except Exception:  # not installed (ImportError) or unusable
+                self.writer = None
+
+    def restore(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]] | None:
+        """(network tensors, state tensors, state info) of ``last`` when resuming, else None."""
+        if not self.options.resume:
+            return None
+        tensors, info = load_state(state_path(self.last))
+        if info.get("stage") != self.stage:
+            raise Ss3dError(f"{self.last} is a {info.get('stage')!r} run, not {self.stage!r}")
+        # The state file carries its own copy of the weights, so a kill between the two writes cannot pair
+        # weights of one step with the optimiser of another.
+        weights = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("network.")}
+        metrics = self.out / "metrics.jsonl"
+        if metrics.is_file():
+            lines = [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()]
+            self.metrics = [m for m in lines if m.get("step", 0) <= info["step"]]
+        self.guard.skipped = int(info.get("nonfinite_skipped", 0))
+        return weights, tensors, info
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.world.is_main:
+            return
+        record = {"step": step, "time_s": round(time.perf_counter() - self.started, 3), **values}
+        self.metrics.append(record)
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"{self.stage}/{key}", value, step)
+        if step % max(1, self.options.log_every) == 0:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        if self.world.is_main:
+            text = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.metrics)
+            atomic_write_text(self.out / "metrics.jsonl", text)
+
+    def save(self, network: ReconstructionNetwork, meta: CheckpointMeta, tensors: dict[str, Tensor],
+             info: dict[str, Any], final: bool = False) -> None:
+        """Write ``last`` (weights + state) and, when ``final``, the stage's named checkpoint. Rank 0 only."""
+        if not self.world.is_main:
+            return
+        info = {**info, "stage": self.stage, "nonfinite_skipped": self.guard.skipped}
+        weights = {f"network.{k}": v for k, v in network.state_dict().items()}
+        save_state(state_path(self.last), {**tensors, **weights}, info)
+        save_network(self.last, network, meta)
+        if final:  # the final checkpoint keeps its state too (self-training cameras live there)
+            save_state(state_path(self.final), {**tensors, **weights}, info)
+            save_network(self.final, network, meta)
+        self.flush_metrics()
+
+    def finish(self, network: torch.nn.Module) -> None:
+        """Check that every rank holds the same weights and record their fingerprints (``replicas.json``)."""
+        prints = verify_replicas(self.world, network)
+        if self.world.is_main:
+            atomic_write_text(self.out / "replicas.json", json.dumps({"world_size": self.world.size,
+                                                                      "fingerprints": prints}, indent=2) + "\n")
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _Quiet:
+    """Stands in for the progress bar on ranks other than 0."""
+
+    def __enter__(self) -> "_Quiet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def stage_progress(world: World):
+    """The standard progress bar on rank 0; a silent stand-in elsewhere."""
+    return progress() if world.is_main else _Quiet()

@@ -1,0 +1,133 @@
+"""The differentiable pieces the stages share: building the student, sampling supervised rays, and the two
+objectives (render rays for pre/self-training, point-wise field outputs for distillation) as modules so that
+DistributedDataParallel can wrap them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import Preset
+from ss3d_model import (
+    ModelConfig,
+    ReconstructionNetwork,
+    VolumeConfig,
+    load_imagenet_encoder,
+    load_network,
+    pixel_rays,
+    ray_bounds,
+    sample_depths,
+    sample_pixels,
+)
+
+
+def build_student(preset: Preset, init: str | Path | None, seed: int) -> tuple[ReconstructionNetwork, str, list[str]]:
+    """The network a stage trains: loaded from ``init`` (its architecture from the file), or fresh from the preset
+    (ImageNet encoder weights when torchvision's cached file exists). -> (network in train mode, encoder_init,
+    parent checkpoints)."""
+    if init is not None:
+        network, meta = load_network(init)
+        network.train()
+        return network, meta.encoder_init, [str(init)]
+    torch.manual_seed(seed)
+    network = ReconstructionNetwork(ModelConfig.from_preset(preset))
+    encoder_init = "imagenet" if load_imagenet_encoder(network) else "random"
+    network.train()
+    return network, encoder_init, []
+
+
+def load_teacher(path: str | Path, device: torch.device) -> ReconstructionNetwork:
+    """A frozen teacher: eval mode, no gradients."""
+    network, _ = load_network(path, map_location=device)
+    network.eval()
+    for p in network.parameters():
+        p.requires_grad_(False)
+    return network
+
+
+def gather_pixels(image: Tensor, pixels: Tensor) -> Tensor:
+    """image [N, s, s, C] or [N, s, s], pixels long [N, R, 2] (x, y) -> values [N, R, C] or [N, R]."""
+    n, s = image.shape[0], image.shape[1]
+    flat = (pixels[..., 1] * s + pixels[..., 0])                       # [N, R]
+    values = image.reshape(n, s * s, -1)
+    picked = torch.gather(values, 1, flat.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+    return picked if image.ndim == 4 else picked.squeeze(-1)
+
+
+def supervised_rays(intrinsics: Tensor, cam2world: Tensor, rgb: Tensor, mask: Tensor, rays: int, volume: VolumeConfig,
+                    generator: torch.Generator) -> dict[str, Tensor]:
+    """Sample ``rays`` pixels per view and shoot rays through their centres.
+
+    intrinsics [N, 3, 3], cam2world [N, 4, 4], rgb [N, s, s, 3], mask [N, s, s] -> origins, directions [N, R, 3],
+    near, far [N, R], target_rgb [N, R, 3], target_mask [N, R].
+    """
+    n, size = rgb.shape[0], rgb.shape[1]
+    pixels = sample_pixels(n, rays, size, generator).to(rgb.device)
+    origins, directions = pixel_rays(intrinsics, cam2world, pixels.to(rgb.dtype) + 0.5)
+    near, far = ray_bounds(origins, volume)
+    return {"origins": origins, "directions": directions, "near": near, "far": far,
+            "target_rgb": gather_pixels(rgb, pixels), "target_mask": gather_pixels(mask, pixels)}
+
+
+def render_rays_bounded(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+                        samples: int) -> tuple[Tensor, Tensor]:
+    """Volume rendering for training: the samples of ``ss3d_model.render_rays``, composited with the last sample's
+    interval equal to the sampling step instead of 1e10.
+
+    Why: the background is black and empty, so nothing lies beyond ``far``. With a 1e10 last interval any positive
+    density at the last sample makes the ray fully opaque with exactly zero gradient (d alpha / d sigma =
+    1e10 * exp(-1e10 sigma)), and at initialisation about a third of all rays are stuck that way; measured here,
+    pretraining then drifts towards all-opaque masks instead of reducing its loss.
+    z [B, Z]; origins, directions [B, R, 3]; near, far [B, R] -> mask [B, R], rgb [B, R, 3].
+    """
+    b, r, _ = origins.shape
+    depths = sample_depths(near, far, samples)                                       # [B, R, S]
+    points = origins.unsqueeze(2) + directions.unsqueeze(2) * depths.unsqueeze(-1)   # [B, R, S, 3]
+    sigma_raw, rgb_logits = network.decode(z, points.reshape(b, r * samples, 3))
+    deltas = depths[..., 1:] - depths[..., :-1]
+    deltas = torch.cat([deltas, deltas[..., -1:]], -1)
+    optical = torch.relu(sigma_raw.view(b, r, samples)) * deltas
+    weights = (1.0 - torch.exp(-optical)) * torch.exp(-(torch.cumsum(optical, -1) - optical))
+    rgb = (weights.unsqueeze(-1) * torch.sigmoid(rgb_logits.view(b, r, samples, 3))).sum(-2)
+    return weights.sum(-1), rgb
+
+
+class RenderObjective(nn.Module):
+    """Encode the input images and volume-render rays: the forward pass of pre- and self-training."""
+
+    def __init__(self, network: ReconstructionNetwork, samples_per_ray: int) -> None:
+        super().__init__()
+        self.network, self.samples = network, samples_per_ray
+
+    def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        """images [B, 3, S, S]; origins, directions [B, R, 3]; near, far [B, R] -> mask [B, R], rgb [B, R, 3]."""
+        z = self.network.encode(images)
+        return render_rays_bounded(self.network, z, origins, directions, near, far, self.samples)
+
+
+class FieldObjective(nn.Module):
+    """Encode the input images and query the field at points: the forward pass of distillation."""
+
+    def __init__(self, network: ReconstructionNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+        """images [B, 3, S, S], points [B, N, 3] -> sigma_raw [B, N], rgb_logits [B, N, 3]."""
+        return self.network.decode(self.network.encode(images), points)
+
+
+def render_loss(mask: Tensor, rgb: Tensor, target_mask: Tensor, target_rgb: Tensor, mask_weight: float,
+                colour_weight: float, reduce_dims: tuple[int, ...] | None = None) -> Tensor:
+    """Weighted squared errors of rendered mask [..., R] and colour [..., R, 3]; mean over everything, or over the
+    ray dimension only (``reduce_dims`` given: per-hypothesis losses)."""
+    mask_err = (mask - target_mask) ** 2
+    colour_err = ((rgb - target_rgb) ** 2).mean(-1)
+    err = mask_weight * mask_err + colour_weight * colour_err
+    return err.mean() if reduce_dims is None else err.mean(dim=reduce_dims)
+

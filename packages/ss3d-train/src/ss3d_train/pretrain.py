@@ -1,0 +1,150 @@
+"""Stage 1, pretraining on synthetic multi-view renders (paper Sec. 3.1).
+
+Per instance: one view is the input; ``supervision_views`` other views supervise it. On each, ``rays_per_view``
+pixels are sampled and their rays volume-rendered with ``samples_per_ray`` uniform samples inside the object's
+bounds; the loss is ``mask_weight * MSE(mask) + colour_weight * MSE(colour)``. Adam; ReduceLROnPlateau on the
+epoch's mean loss (averaged over ranks so every rank takes the same decision).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ss3d_data.presets import load_preset, section_config
+from ss3d_model import CheckpointMeta, VolumeConfig
+from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, \
+    shards_from
+from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
+    optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
+from ss3d_train.objectives import RenderObjective, build_student, render_loss, supervised_rays
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    batch_size: int            # instances per process and step
+    supervision_views: int     # K other views supervising each input view
+    rays_per_view: int         # sampled pixels per supervising view
+    epochs: int
+    lr: float                  # Adam learning rate
+    plateau_factor: float      # ReduceLROnPlateau factor
+    plateau_threshold: float   # ReduceLROnPlateau relative threshold
+    plateau_patience: int      # epochs without improvement before the lr drops
+    mask_weight: float
+    colour_weight: float
+    checkpoint_every: int      # steps between periodic checkpoints
+
+
+def pretrain(shards: list[str], options: RunOptions, init: str | Path | None = None) -> Path:
+    """Pretrain on ``views`` shards; returns the final checkpoint path (written by rank 0)."""
+    world = setup_world(options.device)
+    try:
+        return _pretrain(shards, options, init, world)
+    finally:
+        teardown_world(world)
+
+
+def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | None, world: World) -> Path:
+    preset = load_preset(options.preset)
+    cfg = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
+    data = preset.section("data")
+    volume = VolumeConfig.from_preset(preset)
+    epochs = options.epochs or cfg.epochs
+    run = StageRun("pretrain", preset, options, world)
+    shards = shards_from(shard_specs)
+
+    network, encoder_init, parents = build_student(preset, init, options.seed)
+    network.to(world.device)
+    transform = ViewsTransform(network.config.input_size, int(data["supervision_size"]), cfg.supervision_views,
+                               float(data["mask_threshold"]))
+    dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size)
+    loader = make_loader(dataset, cfg.batch_size, options.workers)
+    optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=cfg.plateau_factor, threshold=cfg.plateau_threshold, patience=cfg.plateau_patience)
+    generator = torch.Generator().manual_seed(options.seed * 1000 + world.rank)
+    position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "loss_sum": 0.0, "loss_count": 0}
+
+    restored = run.restore()
+    if restored is not None:
+        weights, tensors, info = restored
+        network.load_state_dict(weights)
+        optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
+        scheduler.load_state_dict(info["scheduler"])
+        rng_from_tensors(generator, tensors)
+        position = info["position"]
+        parents, encoder_init = info["parents"], info["encoder_init"]
+
+    objective = wrap_ddp(world, RenderObjective(network, volume.samples_per_ray))
+    manifest = data_manifest_hash(shards)
+    categories = index_categories(shards)
+
+    def checkpoint(final: bool = False) -> None:
+        opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
+        meta = CheckpointMeta(model_config={}, stage="pretrain", preset=preset.name, step=position["step"],
+                              epoch=position["epoch"], categories=categories, data_manifest_hash=manifest,
+                              encoder_init=encoder_init, extra={"parents": parents, "world_size": world.size,
+                                                                "nonfinite_skipped": run.guard.skipped})
+        info = {"position": position, "optimizer": opt_info, "scheduler": scheduler.state_dict(),
+                "parents": parents, "encoder_init": encoder_init}
+        run.save(network, meta, {**opt_tensors, **rng_to_tensors(generator)}, info, final=final)
+
+    steps_this_run = 0
+    with stage_progress(world) as bar:
+        task = bar.add_task("pretrain", total=None, status="")
+        while position["epoch"] < epochs:
+            dataset.set_epoch(position["epoch"])
+            for index, batch in epoch_batches(loader, world, position["batch"]):
+                started = time.perf_counter()
+                loss = _pretrain_loss(objective, batch, cfg, volume, generator, world)
+                position["batch"] = index + 1
+                optimizer.zero_grad(set_to_none=True)
+                if not run.guard.ok(finite_everywhere(world, loss), position["step"]):
+                    continue
+                loss.backward()
+                optimizer.step()
+                position["step"] += 1
+                steps_this_run += 1
+                value = float(all_mean(world, loss.detach().reshape(1)).item())
+                position["loss_sum"] += value
+                position["loss_count"] += 1
+                images = cfg.batch_size * world.size
+                rate = images / max(time.perf_counter() - started, 1e-9)
+                run.log(position["step"], {"loss": value, "lr": optimizer.param_groups[0]["lr"], "epoch":
+                                           position["epoch"], "images_per_s": rate, "skipped": run.guard.skipped})
+                bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.4f} {rate:.1f} img/s")
+                if position["step"] % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if options.stop_after and steps_this_run >= options.stop_after:
+                    checkpoint()
+                    return run.last
+            mean = position["loss_sum"] / max(position["loss_count"], 1)
+            scheduler.step(mean)
+            position.update(epoch=position["epoch"] + 1, batch=0, loss_sum=0.0, loss_count=0)
+            checkpoint()
+    checkpoint(final=True)
+    run.finish(network)
+    return run.final
+
+
+def _pretrain_loss(objective, batch: dict[str, Any], cfg: PretrainConfig, volume: VolumeConfig,
+                   generator: torch.Generator, world: World) -> torch.Tensor:
+    """One batch's loss: B inputs, K supervising views each, R rays per view."""
+    device = world.device
+    rgb, mask = batch["rgb"].to(device), batch["mask"].to(device)          # [B, K, s, s, 3], [B, K, s, s]
+    b, k, s = rgb.shape[0], rgb.shape[1], rgb.shape[2]
+    rays = supervised_rays(batch["intrinsics"].to(device).reshape(b * k, 3, 3),
+                           batch["cam2world"].to(device).reshape(b * k, 4, 4),
+                           rgb.reshape(b * k, s, s, 3), mask.reshape(b * k, s, s), cfg.rays_per_view, volume,
+                           generator)
+    per_object = {name: value.reshape(b, k * cfg.rays_per_view, *value.shape[2:]) for name, value in rays.items()}
+    pred_mask, pred_rgb = objective(batch["input"].to(device), per_object["origins"], per_object["directions"],
+                                    per_object["near"], per_object["far"])
+    return render_loss(pred_mask, pred_rgb, per_object["target_mask"], per_object["target_rgb"], cfg.mask_weight,
+                       cfg.colour_weight)
+

@@ -1,0 +1,258 @@
+"""Stage 2, self-training one category expert on an image collection with masks and no cameras (paper Sec. 3.2).
+
+Each image i has K camera hypotheses pi_ik (look-at elevation, azimuth, distance) and probabilities
+rho_i = softmax(w_i). For a batch: rays through the same sampled pixels are rendered under every hypothesis, giving
+per-hypothesis losses L_ik = mask_weight * MSE(mask) + colour_weight * MSE(colour). Per network step:
+
+1. ``camera_steps_per_step`` camera updates on the unweighted mean over hypotheses (fresh pixels each time), so every
+   hypothesis improves its own fit (authors' code);
+2. one probability update on sum_k rho_ik * L_ik (losses held fixed), moving mass to the hypotheses that fit;
+3. in the joint phase, one network update on sum_k rho_ik * L_ik (cameras held fixed).
+
+The first ``camera_epochs`` epochs skip step 3 (network frozen). Cameras and their Adam moments are per-image rows
+updated only for the images in the batch (:class:`~ss3d_train.sparse_adam.SparseRowAdam`); they persist across epochs
+and are saved in the training-state file, so a run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import load_preset, section_config
+from ss3d_model import CheckpointMeta, MultiHypothesisCameras, VolumeConfig, pixel_rays, ray_bounds, \
+    sample_pixels
+from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, index_categories, make_loader, \
+    shard_keys, shards_from
+from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
+    optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
+from ss3d_train.objectives import RenderObjective, build_student, gather_pixels, render_loss, render_rays_bounded
+from ss3d_train.sparse_adam import SparseRowAdam
+
+
+@dataclass(frozen=True)
+class SelftrainConfig:
+    batch_size: int                  # images per process and step
+    hypotheses: int                  # K camera hypotheses per image
+    camera_epochs: int               # epochs with the network frozen
+    joint_epochs: int                # epochs of joint training after them
+    camera_steps_per_step: int       # camera updates per network update
+    rays_per_hypothesis: int         # sampled pixels, shared by all hypotheses of an image
+    lr_network: float
+    lr_camera: float
+    mask_weight: float
+    colour_weight: float
+    camera_distance_range: list[float]
+    camera_focal_px: float           # focal length of every hypothesis, at supervision size
+    checkpoint_every: int
+
+
+def selftrain(shards: list[str], init: str | Path, options: RunOptions, category: str | None = None) -> Path:
+    """Self-train an expert from ``init`` (the pretrained checkpoint) on ``image`` shards of one category."""
+    world = setup_world(options.device)
+    try:
+        return _selftrain(shards, init, options, category, world)
+    finally:
+        teardown_world(world)
+
+
+def hypothesis_rays(cameras: MultiHypothesisCameras, indices: Tensor, pixels: Tensor, volume: VolumeConfig,
+                    detach: bool) -> dict[str, Tensor]:
+    """Rays of every hypothesis through the same pixels. indices [B], pixels long [B, R, 2] -> origins, directions
+    [B, K*R, 3], near, far [B, K*R] (hypothesis-major within each image)."""
+    poses = cameras.poses(indices)                                           # [B, K, 4, 4]
+    if detach:
+        poses = poses.detach()
+    b, k = poses.shape[:2]
+    r = pixels.shape[1]
+    px = (pixels.to(poses.dtype) + 0.5).unsqueeze(1).expand(b, k, r, 2)
+    intr = cameras.intrinsics.expand(b, k, 3, 3)
+    origins, directions = pixel_rays(intr, poses, px)                        # [B, K, R, 3]
+    near, far = ray_bounds(origins, volume)
+    return {"origins": origins.reshape(b, k * r, 3), "directions": directions.reshape(b, k * r, 3),
+            "near": near.reshape(b, k * r), "far": far.reshape(b, k * r)}
+
+
+def per_hypothesis_loss(mask: Tensor, rgb: Tensor, target_mask: Tensor, target_rgb: Tensor, k: int,
+                        cfg: SelftrainConfig) -> Tensor:
+    """mask [B, K*R], rgb [B, K*R, 3], targets [B, R] / [B, R, 3] -> L [B, K]."""
+    b = mask.shape[0]
+    r = target_mask.shape[1]
+    return render_loss(mask.view(b, k, r), rgb.view(b, k, r, 3), target_mask.unsqueeze(1),
+                       target_rgb.unsqueeze(1), cfg.mask_weight, cfg.colour_weight, reduce_dims=(-1,))
+
+
+def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, category: str | None,
+               world: World) -> Path:
+    preset = load_preset(options.preset)
+    cfg = section_config(SelftrainConfig, preset.section("selftrain"), "selftrain")
+    data = preset.section("data")
+    volume = VolumeConfig.from_preset(preset)
+    sup_size = int(data["supervision_size"])
+    epochs = cfg.camera_epochs + cfg.joint_epochs
+    run = StageRun("selftrain", preset, options, world)
+    shards = shards_from(shard_specs)
+    categories = index_categories(shards)
+    if category is None:
+        if len(categories) != 1:
+            raise Ss3dError(f"self-training trains one category; these shards hold {categories or 'unknown'}",
+                            hint="pass --category NAME")
+        category = categories[0]
+    elif categories and category not in categories:
+        raise Ss3dError(f"category {category!r} is not in these shards (they hold {', '.join(categories)})")
+
+    network, encoder_init, parents = build_student(preset, init, options.seed)
+    network.to(world.device)
+    keys = sorted(k for s in shards for k in shard_keys(s))
+    if len(set(keys)) != len(keys):
+        raise Ss3dError("sample keys repeat across these shards; each image needs its own key for its cameras")
+    index_of = {k: i for i, k in enumerate(keys)}
+    transform = ImageTransform(network.config.input_size, sup_size, float(data["mask_threshold"]), index_of,
+                               frozenset([category]))
+    dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size)
+    loader = make_loader(dataset, cfg.batch_size, options.workers)
+
+    cam_gen = torch.Generator().manual_seed(options.seed)  # same on every rank: identical initial hypotheses
+    cameras = MultiHypothesisCameras(len(keys), cfg.hypotheses, tuple(cfg.camera_distance_range),
+                                     cfg.camera_focal_px, sup_size, generator=cam_gen).to(world.device)
+    pose_opt = SparseRowAdam(cameras.raw.data, cfg.lr_camera)
+    prob_opt = SparseRowAdam(cameras.logits.data, cfg.lr_camera)
+    optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr_network)
+    generator = torch.Generator().manual_seed(options.seed * 1000 + 1 + world.rank)
+    owned = torch.zeros(len(keys), dtype=torch.bool, device=world.device)
+    for shard in dataset.rank_shards(max(options.workers, 1)):
+        owned[[index_of[k] for k in shard_keys(shard)]] = True
+    position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0}
+
+    restored = run.restore()
+    if restored is not None:
+        weights, tensors, info = restored
+        if info["keys"] != keys:
+            raise Ss3dError("--resume: the shards hold other images than the run being resumed")
+        network.load_state_dict(weights)
+        optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
+        with torch.no_grad():
+            cameras.raw.copy_(tensors["cameras.raw"])
+            cameras.logits.copy_(tensors["cameras.logits"])
+        pose_opt.load_state_tensors("cameras.raw_adam", tensors)
+        prob_opt.load_state_tensors("cameras.logits_adam", tensors)
+        rng_from_tensors(generator, tensors)
+        position, parents, encoder_init = info["position"], info["parents"], info["encoder_init"]
+
+    objective = wrap_ddp(world, RenderObjective(network, volume.samples_per_ray))
+    manifest = data_manifest_hash(shards)
+    k_hyp = cfg.hypotheses
+
+    def sync_cameras() -> None:
+        """Every image's camera rows are updated by the one rank reading its shard: gather them everywhere."""
+        if not world.distributed:
+            return
+        for t in (cameras.raw.data, cameras.logits.data, *pose_opt.owned_tensors(), *prob_opt.owned_tensors()):
+            t[~owned] = 0
+            all_sum_(world, t)
+
+    def checkpoint(final: bool = False) -> None:
+        sync_cameras()
+        opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
+        tensors = {**opt_tensors, **rng_to_tensors(generator), "cameras.raw": cameras.raw.data,
+                   "cameras.logits": cameras.logits.data, **pose_opt.state_tensors("cameras.raw_adam"),
+                   **prob_opt.state_tensors("cameras.logits_adam")}
+        meta = CheckpointMeta(model_config={}, stage="selftrain", preset=preset.name, step=position["step"],
+                              epoch=position["epoch"], categories=[category], data_manifest_hash=manifest,
+                              encoder_init=encoder_init, extra={"parents": parents, "world_size": world.size,
+                                                                "nonfinite_skipped": run.guard.skipped})
+        info = {"position": position, "optimizer": opt_info, "parents": parents, "encoder_init": encoder_init,
+                "keys": keys}
+        run.save(network, meta, tensors, info, final=final)
+
+    def camera_losses(z: Tensor, indices: Tensor, rgb: Tensor, mask: Tensor) -> Tensor:
+        pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size, generator).to(world.device)
+        rays = hypothesis_rays(cameras, indices, pixels, volume, detach=False)
+        pred_mask, pred_rgb = render_rays_bounded(network, z, rays["origins"], rays["directions"], rays["near"],
+                                          rays["far"], volume.samples_per_ray)
+        return per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels), gather_pixels(rgb, pixels),
+                                   k_hyp, cfg)
+
+    steps_this_run = 0
+    with stage_progress(world) as bar:
+        task = bar.add_task(f"selftrain {category}", total=None, status="")
+        while position["epoch"] < epochs:
+            joint = position["epoch"] >= cfg.camera_epochs
+            dataset.set_epoch(position["epoch"])
+            for index, batch in epoch_batches(loader, world, position["batch"]):
+                started = time.perf_counter()
+                position["batch"] = index + 1
+                indices = batch["index"].to(world.device)
+                images = batch["input"].to(world.device)
+                rgb, mask = batch["rgb"].to(world.device), batch["mask"].to(world.device)
+                # Camera updates see the network as a fixed function: eval mode keeps batch-norm statistics still.
+                network.eval()
+                with torch.no_grad():
+                    z = network.encode(images)
+                network.train()
+                losses = None
+                for _ in range(cfg.camera_steps_per_step):
+                    losses = camera_losses(z, indices, rgb, mask)
+                    if not torch.isfinite(losses).all():
+                        break
+                    (grad,) = torch.autograd.grad(losses.mean(1).sum(), cameras.raw)
+                    pose_opt.step(indices, grad[indices])
+                probs = cameras.probabilities(indices)
+                expected = (probs * losses.detach()).sum(1)
+                if not run.guard.ok(finite_everywhere(world, expected), position["step"]):
+                    continue
+                (grad,) = torch.autograd.grad(expected.sum(), cameras.logits)
+                prob_opt.step(indices, grad[indices])
+                loss_value = expected.mean()
+                if joint:
+                    pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size,
+                                           generator).to(world.device)
+                    rays = hypothesis_rays(cameras, indices, pixels, volume, detach=True)
+                    pred_mask, pred_rgb = objective(images, rays["origins"], rays["directions"], rays["near"],
+                                                    rays["far"])
+                    per_hyp = per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels),
+                                                  gather_pixels(rgb, pixels), k_hyp, cfg)
+                    loss = (cameras.probabilities(indices).detach() * per_hyp).sum(1).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    if not run.guard.ok(finite_everywhere(world, loss), position["step"]):
+                        continue
+                    loss.backward()
+                    optimizer.step()
+                    loss_value = loss.detach()
+                position["step"] += 1
+                steps_this_run += 1
+                value = float(all_mean(world, loss_value.reshape(1)).item())
+                top = float(all_mean(world, probs.detach().max(1).values.mean().reshape(1)).item())
+                rate = indices.shape[0] * world.size / max(time.perf_counter() - started, 1e-9)
+                run.log(position["step"], {"loss": value, "top_probability": top, "joint": int(joint),
+                                           "epoch": position["epoch"], "images_per_s": rate,
+                                           "skipped": run.guard.skipped})
+                bar.update(task, advance=1, status=f"epoch {position['epoch']} {'joint' if joint else 'cameras'} "
+                                                   f"loss {value:.4f} top-p {top:.2f} {rate:.1f} img/s")
+                if position["step"] % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if options.stop_after and steps_this_run >= options.stop_after:
+                    checkpoint()
+                    return run.last
+            position.update(epoch=position["epoch"] + 1, batch=0)
+            checkpoint()
+    checkpoint(final=True)
+    run.finish(network)
+    return run.final
+
+
+def read_cameras_state(checkpoint: str | Path) -> tuple[list[str], Tensor, Tensor]:
+    """(keys, raw [N, K, 3], logits [N, K]) saved with a self-training checkpoint's state file."""
+    from ss3d_model import load_state, state_path
+
+    tensors, info = load_state(state_path(checkpoint))
+    if "cameras.raw" not in tensors:
+        raise Ss3dError(f"{checkpoint}: its state file holds no self-training cameras")
+    return info["keys"], tensors["cameras.raw"], tensors["cameras.logits"]

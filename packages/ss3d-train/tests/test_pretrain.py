@@ -1,0 +1,104 @@
+"""Pretraining on real analytic-shape shards: loss, run folder, checkpoint metadata, exact resume, NaN guard."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ss3d_data import Ss3dError, iter_samples, load_preset, resolve_shards
+from ss3d_data.presets import section_config
+from ss3d_model import CheckpointMeta, ModelConfig, ReconstructionNetwork, VolumeConfig, load_network, \
+    read_checkpoint_meta, save_network, state_path
+from ss3d_train import PretrainConfig, RunOptions, pretrain
+from ss3d_train.data import ViewsTransform
+from ss3d_train.distributed import World
+from ss3d_train.loop import weights_fingerprint
+from ss3d_train.objectives import RenderObjective
+from ss3d_train.pretrain import _pretrain_loss
+
+
+def fixed_batch_loss(checkpoint, shards, preset_path) -> float:
+    """The pretraining loss of a checkpoint on every instance, with fixed views and rays (train-mode batch norm, as
+    in training), averaged over several ray draws."""
+    preset = load_preset(str(preset_path))
+    cfg = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
+    network, _ = load_network(checkpoint)
+    network.train()
+    transform = ViewsTransform(network.config.input_size, 24, 3, 0.5)
+    items = [transform(s, np.random.default_rng(7)) for s in iter_samples(resolve_shards(shards))]
+    batch = torch.utils.data.default_collate(items)
+    objective = RenderObjective(network, VolumeConfig.from_preset(preset).samples_per_ray)
+    world = World(0, 1, 0, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        return float(np.mean([_pretrain_loss(objective, batch, cfg, VolumeConfig.from_preset(preset), generator,
+                                             world).item() for _ in range(4)]))
+
+
+@pytest.mark.slow
+def test_pretrain_reduces_loss_and_writes_its_run(views_dir, small_preset, tmp_path):
+    first = pretrain([str(views_dir)], RunOptions(out=tmp_path / "a", preset=str(small_preset), epochs=1,
+                                                  name="start"), init=None)
+    # The first run's starting point is its own init: continue from a fresh init checkpoint for the comparison.
+    final = pretrain([str(views_dir)], RunOptions(out=tmp_path / "b", preset=str(small_preset), epochs=6),
+                     init=first)
+    assert fixed_batch_loss(final, str(views_dir), small_preset) < fixed_batch_loss(first, str(views_dir),
+                                                                                    small_preset)
+    run = tmp_path / "b"
+    for name in ("pretrain.safetensors", "last.safetensors", "last.state.safetensors", "config.json",
+                 "metrics.jsonl", "replicas.json"):
+        assert (run / name).is_file(), name
+    meta = read_checkpoint_meta(final)
+    assert (meta.stage, meta.epoch, meta.step) == ("pretrain", 6, 24)  # 8 instances / batch 2 = 4 steps an epoch
+    assert meta.categories == ["ball", "box"]
+    assert len(meta.data_manifest_hash) == 16 and meta.extra["parents"] == [str(first)]
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["epochs"] == 6 and config["preset"]["sections"]["pretrain"]["rays_per_view"] == 48
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(1, 25)) and all(np.isfinite(x["loss"]) for x in lines)
+
+
+@pytest.mark.slow
+def test_resume_after_a_stop_gives_the_same_weights(views_dir, small_preset, tmp_path):
+    opts = dict(preset=str(small_preset), epochs=2, seed=3)
+    straight = pretrain([str(views_dir)], RunOptions(out=tmp_path / "straight", **opts))
+    # Stop mid-epoch (step 5 of 8; the periodic checkpoint is at step 3), then resume to the end.
+    stopped = pretrain([str(views_dir)], RunOptions(out=tmp_path / "split", stop_after=5, **opts))
+    assert stopped.name == "last.safetensors" and read_checkpoint_meta(stopped).step == 5
+    with pytest.raises(Ss3dError, match="already holds a run"):
+        pretrain([str(views_dir)], RunOptions(out=tmp_path / "split", **opts))
+    resumed = pretrain([str(views_dir)], RunOptions(out=tmp_path / "split", resume=True, **opts))
+    a, _ = load_network(straight)
+    b, _ = load_network(resumed)
+    assert weights_fingerprint(a) == weights_fingerprint(b)
+    metrics = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in metrics] == list(range(1, 9))
+    assert [json.loads(x)["loss"] for x in metrics] == [
+        json.loads(x)["loss"] for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    _, state = __import__("ss3d_model").load_state(state_path(resumed))
+    assert state["position"]["epoch"] == 2
+
+
+def test_repeated_nan_losses_stop_the_run(views_dir, small_preset, tmp_path):
+    # A real checkpoint whose decoder head holds a NaN: every loss is NaN, every step is skipped and counted.
+    preset = load_preset(str(small_preset))
+    network = ReconstructionNetwork(ModelConfig.from_preset(preset))
+    with torch.no_grad():
+        network.decoder.head.bias[3] = float("nan")
+    save_network(tmp_path / "nan.safetensors", network, CheckpointMeta(model_config={}, stage="init"))
+    with pytest.raises(Ss3dError, match="NaN/Inf for 4 steps in a row"):
+        pretrain([str(views_dir)], RunOptions(out=tmp_path / "run", preset=str(small_preset), max_nonfinite=3),
+                 init=tmp_path / "nan.safetensors")
+
+
+def test_bad_input_is_refused_clearly(collection_dirs, small_preset, tmp_path):
+    with pytest.raises(Ss3dError, match="reads 'views' shards"):
+        pretrain([str(collection_dirs["box"])], RunOptions(out=tmp_path / "run", preset=str(small_preset)))
+    with pytest.raises(Ss3dError, match="no such shard"):
+        pretrain([str(tmp_path / "missing")], RunOptions(out=tmp_path / "run2", preset=str(small_preset)))
+    with pytest.raises(Ss3dError, match="does not exist"):
+        pretrain([str(collection_dirs["box"])], RunOptions(out=tmp_path / "run3", preset=str(small_preset),
+                                                           resume=True))
