@@ -94,6 +94,7 @@ class ReconstructionNetwork(nn.Module):
         self.config = config
         self.encoder = ImageEncoder(config.encoder_arch, config.latent_dim)
         self.decoder = FilmSirenDecoder(config.hidden, config.modulated_layers, config.omega0)
+        self._decoder_fn = None  # a compiled decoder function after enable_compile(); None = eager module
 
     def encode(self, images: Tensor) -> Tensor:
         """images [B, 3, S, S] float in [0, 1] -> z [B, latent_dim]."""
@@ -107,8 +108,32 @@ class ReconstructionNetwork(nn.Module):
             raise Ss3dError(f"z must be [B, {self.config.latent_dim}], got {list(z.shape)}")
         if points.ndim != 3 or points.shape[2] != 3 or points.shape[0] != z.shape[0]:
             raise Ss3dError(f"points must be [{z.shape[0]}, N, 3], got {list(points.shape)}")
-        raw = self.decoder(z, points)
+        raw = (self._decoder_fn or self.decoder)(z, points)
         return raw[..., 3], raw[..., :3]
+
+    def enable_compile(self) -> bool:
+        """Run the decoder through ``torch.compile`` for inference (dynamic shapes: varying point counts do not
+        recompile; training code may compile the decoder itself).
+
+        Compiled code is cached on disk by torch (inductor's FX graph cache), so later processes start faster.
+        Returns False, keeping the eager decoder, when compilation is unavailable or fails here.
+        """
+        try:
+            compiled = torch.compile(self.decoder.forward, dynamic=True)
+            device = next(self.decoder.parameters()).device
+            probe_z = torch.zeros(1, self.config.latent_dim, device=device)
+            # Compile now (and fail here if it must), in inference mode: the mode extraction runs in, since a
+            # grad-mode change would recompile.
+            with torch.inference_mode():
+                compiled(probe_z, torch.zeros(1, 17, 3, device=device))
+        except Exception:  # any compiler failure: stay eager, correct and slower
+            self._decoder_fn = None
+            return False
+        self._decoder_fn = compiled
+        return True
+
+    def disable_compile(self) -> None:
+        self._decoder_fn = None
 
     def forward(self, images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
         return self.decode(self.encode(images), points)

@@ -166,8 +166,8 @@ def init_checkpoint(preset: str, out: str | os.PathLike[str], imagenet: str | os
     return meta
 
 
-def load_for_inference(checkpoint: Path, threads: int | None = None) -> ReconstructionNetwork:
-    if threads:
-        torch.set_num_threads(threads)
+def load_for_inference(checkpoint: Path, compile: bool = False) -> tuple[ReconstructionNetwork, bool]:
+    """Load a network in eval mode; with ``compile``, try ``torch.compile`` on the decoder. -> (network, compiled)"""
     network, _ = load_network(checkpoint)
-    return network.eval()
+    network.eval()
+    return network, (network.enable_compile() if compile else False)
