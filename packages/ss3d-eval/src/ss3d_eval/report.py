@@ -53,9 +53,11 @@ def _img(image: np.ndarray, alt: str) -> str:
 
 
 def _thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+    """The input image scaled (up or down) so its longer side is ``size``; small inputs stay crisp."""
     pil = Image.fromarray(image)
-    pil.thumbnail((size, size), Image.BILINEAR)
-    return np.asarray(pil)
+    scale = size / max(pil.size)
+    new = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+    return np.asarray(pil.resize(new, Image.NEAREST if scale > 1 else Image.BILINEAR))
 
 
 def _scores_html(rows: list[dict[str, Any]]) -> str:
