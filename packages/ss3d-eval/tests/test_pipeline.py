@@ -209,3 +209,19 @@ def test_checkpoint_predictions_through_the_real_network(dataset, tmp_path):
     result = runner.invoke(app, ["iou", *common, "--checkpoint", str(checkpoint), "--preset", "tiny",
                                  "--subset", "seen"])
     assert result.exit_code == 2 and "seen categories" in result.output
+
+
+def test_multi_view_samples_use_the_chosen_view(tmp_path):
+    from ss3d_eval.predict import iter_test_items
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    masks = np.full((2, 16, 16), 255, np.uint8)
+    cams = np.repeat(np.eye(4, dtype=np.float32)[None], 2, 0)
+    k = np.repeat(np.array([[20, 0, 8], [0, 20, 8], [0, 0, 1]], np.float32)[None], 2, 0)
+    info = SampleInfo("views", "inst-a", "chair", "inst-a", "test", "CC0-1.0", "test")
+    write_shards([Sample(info, images, masks, k, cams)], tmp_path, "views")
+    [item] = list(iter_test_items(str(tmp_path), view=1))
+    assert (item.image == images[1]).all()
+    with pytest.raises(Ss3dError, match="has 2 views"):
+        list(iter_test_items(str(tmp_path), view=2))
