@@ -138,3 +138,18 @@ def test_off_files_with_polygons_comments_and_face_colours_are_read(tmp_path):
     out = tmp_path / "m.jsonl"
     report = build_manifest(scan_folder(tmp_path), out)
     assert report.skipped == [] and read_manifest(out)[0].faces == 12
+
+
+def test_textures_are_detected_in_glb_parts(tmp_path):
+    from PIL import Image
+
+    textured = trimesh.creation.box()
+    textured.visual = trimesh.visual.TextureVisuals(uv=np.random.default_rng(0).random((8, 2)),
+                                                    image=Image.new("RGB", (4, 4), (255, 0, 0)))
+    (tmp_path / "toy").mkdir()
+    trimesh.Scene([textured, trimesh.creation.icosphere()]).export(tmp_path / "toy" / "two_parts.glb")
+    trimesh.creation.box().export(tmp_path / "toy" / "plain.glb")
+    out = tmp_path / "m.jsonl"
+    build_manifest(scan_folder(tmp_path), out)
+    assert {r.instance_id: r.textured for r in read_manifest(out)} == {"folder-toy-two_parts": True,
+                                                                       "folder-toy-plain": False}

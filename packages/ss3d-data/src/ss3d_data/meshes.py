@@ -175,6 +175,7 @@ def inspect_mesh(path: str | os.PathLike[str]) -> InspectedMesh:
     import trimesh  # heavy import, only where meshes are read
 
     p = Path(path)
+    loaded = None
     try:
         loaded = trimesh.load(p, force="scene", skip_materials=p.suffix.lower() == ".obj", process=False)
         mesh = loaded.to_geometry() if hasattr(loaded, "to_geometry") else loaded.dump(concatenate=True)
@@ -194,8 +195,11 @@ def inspect_mesh(path: str | os.PathLike[str]) -> InspectedMesh:
         raise Ss3dError("zero surface area")
     if p.suffix.lower() == ".obj":
         textured = _obj_textured(p)
-    else:
-        textured = getattr(mesh.visual, "kind", None) == "texture"
+    else:  # any part with a texture image counts (concatenating parts may drop a lone part's texture)
+        parts = list(loaded.geometry.values()) if hasattr(loaded, "geometry") else [mesh]
+        textured = any(getattr(getattr(g.visual, "material", None), "image", None) is not None
+                       or getattr(getattr(g.visual, "material", None), "baseColorTexture", None) is not None
+                       for g in parts if getattr(g.visual, "kind", None) == "texture")
     return InspectedMesh(int(len(mesh.faces)), bool(textured), np.asarray(mesh.bounds, dtype=np.float64))
 
 
