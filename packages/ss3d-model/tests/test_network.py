@@ -116,3 +116,20 @@ def test_bad_imagenet_files(tmp_path, tiny_network):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), other)
     with pytest.raises(Ss3dError):
         load_imagenet_encoder(tiny_network, other)
+
+
+@pytest.mark.slow
+def test_compiled_decoder_matches_eager(tiny_network, tiny_config):
+    z = torch.randn(2, tiny_config.latent_dim) * 0.2
+    points = torch.rand(2, 300, 3) - 0.5
+    keys = set(tiny_network.state_dict())
+    with torch.inference_mode():
+        eager = tiny_network.decode(z, points)
+        if not tiny_network.enable_compile():
+            pytest.skip("torch.compile is unavailable on this machine")
+        compiled = tiny_network.decode(z, points)
+        other_size = tiny_network.decode(z, points[:, :123])
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert other_size[0].shape == (2, 123)
+    assert set(tiny_network.state_dict()) == keys  # compiling adds nothing to checkpoints
+    tiny_network.disable_compile()
