@@ -166,7 +166,7 @@ def shard_images_command(
     from ss3d_data.packing import pack_collection
 
     config = data_config(preset)
-    items = read_layout(layout, root, config.split_fractions, masks, every, category or ())
+    items = read_layout(layout, root, config.split_fractions, masks, every, category or (), config.split_salt)
     report = pack_collection(items, out, prefix or layout, per_shard or config.per_shard, max_bad,
                              config.collection_max_side if max_side is None else max_side)
     _print_pack(report)

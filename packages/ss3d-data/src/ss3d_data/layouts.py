@@ -102,8 +102,8 @@ def load_item(item: CollectionItem, max_side: int = 0) -> Sample:
     return sample
 
 
-def _split(item: CollectionItem, fractions: Sequence[float]) -> CollectionItem:
-    return replace(item, split=assign_split(item.instance_id, fractions))
+def _split(item: CollectionItem, fractions: Sequence[float], salt: str) -> CollectionItem:
+    return replace(item, split=assign_split(item.instance_id, fractions, salt))
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -111,7 +111,7 @@ def _images_in(folder: Path) -> list[Path]:
                   and not p.name.lower().endswith(".mask.png"))
 
 
-def read_folder(root: Path, fractions: Sequence[float], source: str = "folder",
+def read_folder(root: Path, fractions: Sequence[float], salt: str = "ss3d", source: str = "folder",
                 licence: str = "unknown") -> Iterator[CollectionItem]:
     """``root/<category>/<name>.<ext>`` + ``<name>.mask.png`` or ``masks/<name>.png``."""
     for category_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -120,7 +120,7 @@ def read_folder(root: Path, fractions: Sequence[float], source: str = "folder",
             beside, sub = image.with_name(image.stem + ".mask.png"), category_dir / "masks" / (image.stem + ".png")
             mask = beside if beside.is_file() else sub if sub.is_file() else beside
             key = make_key(source, category, image.stem)
-            yield _split(CollectionItem(key, category, key, image, mask, source, licence), fractions)
+            yield _split(CollectionItem(key, category, key, image, mask, source, licence), fractions, salt)
 
 
 def _table(path: Path) -> list[list[str]]:
@@ -153,7 +153,8 @@ def pascal3d_objects(mat_path: Path) -> list[tuple[str, list[float]]]:
     return [(str(o.__dict__["class"]), [float(x) for x in np.atleast_1d(o.bbox)]) for o in objects]
 
 
-def read_pascal3d(root: Path, fractions: Sequence[float], masks: Path | None) -> Iterator[CollectionItem]:
+def read_pascal3d(root: Path, fractions: Sequence[float], masks: Path | None,
+                  salt: str = "ss3d") -> Iterator[CollectionItem]:
     """Pascal3D+ ``Images`` + ``Annotations``; masks from ``masks`` (same sub-folders, ``<name>.png``)."""
     images_root = root / "Images"
     if not images_root.is_dir():
@@ -169,16 +170,16 @@ def read_pascal3d(root: Path, fractions: Sequence[float], masks: Path | None) ->
             key = make_key("pascal3d", sub.name, image.stem)
             item = CollectionItem(key, normalise_category(cls), key, image, mask_root / sub.name / (image.stem + ".png"),
                                   "pascal3d", "Pascal3D-research", extra={"boxes": boxes, "subset": sub.name})
-            yield _split(item, fractions)
+            yield _split(item, fractions, salt)
 
 
-def read_co3d(root: Path, fractions: Sequence[float], every: int = 1) -> Iterator[CollectionItem]:
+def read_co3d(root: Path, fractions: Sequence[float], every: int = 1, salt: str = "ss3d") -> Iterator[CollectionItem]:
     """CO3D ``<category>/<sequence>/images/frame*.jpg`` + ``masks/frame*.png``; every ``every``-th frame."""
     for category_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
         category = normalise_category(category_dir.name)
         for sequence in sorted(p for p in category_dir.iterdir() if (p / "images").is_dir()):
             instance = make_key("co3d", category, sequence.name)
-            split = assign_split(instance, fractions)
+            split = assign_split(instance, fractions, salt)
             for image in _images_in(sequence / "images")[::every]:
                 yield CollectionItem(make_key(instance, image.stem), category, instance, image,
                                      sequence / "masks" / (image.stem + ".png"), "co3d", "CC-BY-NC-4.0", split,
@@ -193,7 +194,8 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def read_openimages(masks_csv: Path, masks_dir: Path, images_dir: Path, classes_csv: Path,
-                    fractions: Sequence[float], categories: Sequence[str] = ()) -> Iterator[CollectionItem]:
+                    fractions: Sequence[float], categories: Sequence[str] = (),
+                    salt: str = "ss3d") -> Iterator[CollectionItem]:
     """OpenImages instance segmentations; one sample per mask; ``categories`` (normalised names) filters."""
     names = {}
     for row in _csv_rows(classes_csv):
@@ -212,28 +214,28 @@ def read_openimages(masks_csv: Path, masks_dir: Path, images_dir: Path, classes_
         item = CollectionItem(key, category, key, images_dir / f"{row['ImageID']}.jpg", masks_dir / row["MaskPath"],
                               "openimages", "CC-BY-4.0", attribution="Open Images Dataset", resize_mask=True,
                               extra={"image_id": row["ImageID"], "box_id": row.get("BoxID", "")})
-        yield _split(item, fractions)
+        yield _split(item, fractions, salt)
 
 
 def read_layout(layout: str, root: str | os.PathLike[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
                 masks: str | os.PathLike[str] | None = None, every: int = 1,
-                categories: Sequence[str] = ()) -> list[CollectionItem]:
+                categories: Sequence[str] = (), salt: str = "ss3d") -> list[CollectionItem]:
     """List a collection in ``layout`` (see module docs). For ``openimages`` ``root`` holds ``masks.csv``,
     ``masks/``, ``images/`` and ``classes.csv`` (official file names may be linked to these)."""
     path = Path(root)
     if not path.is_dir():
         raise Ss3dError(f"{path}: no such collection folder")
     if layout == "folder":
-        items = list(read_folder(path, fractions))
+        items = list(read_folder(path, fractions, salt))
     elif layout == "cub":
         items = list(read_cub(path, fractions))
     elif layout == "pascal3d":
-        items = list(read_pascal3d(path, fractions, Path(masks) if masks else None))
+        items = list(read_pascal3d(path, fractions, Path(masks) if masks else None, salt))
     elif layout == "co3d":
-        items = list(read_co3d(path, fractions, every))
+        items = list(read_co3d(path, fractions, every, salt))
     elif layout == "openimages":
         items = list(read_openimages(path / "masks.csv", path / "masks", path / "images", path / "classes.csv",
-                                     fractions, categories))
+                                     fractions, categories, salt))
     else:
         raise Ss3dError(f"unknown collection layout {layout!r}", hint=f"choose one of {', '.join(LAYOUTS)}")
     if categories and layout != "openimages":
