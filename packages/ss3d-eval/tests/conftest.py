@@ -28,6 +28,8 @@ def asymmetric_mesh() -> trimesh.Trimesh:
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Brute-force generalized winding numbers (Jacobson et al. 2013): solid angles summed over every triangle.
     ``points`` [P, 3], ``triangles`` [F, 3, 3] -> [P]. Independent of the ray voting under test."""
+    if len(points) > 256:  # bound the [P, F, 3] temporaries
+        return np.concatenate([winding_numbers(points[i : i + 256], triangles) for i in range(0, len(points), 256)])
     a, b, c = (triangles[None, :, i] - points[:, None] for i in range(3))
     la, lb, lc = (np.linalg.norm(x, axis=-1) for x in (a, b, c))
     det = np.einsum("pfi,pfi->pf", a, np.cross(b, c))
