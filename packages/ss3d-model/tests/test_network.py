@@ -55,6 +55,10 @@ def test_decoder_is_the_film_siren_formula(tiny_network, tiny_config):
     z = torch.randn(3, tiny_config.latent_dim) * 0.3
     points = torch.rand(3, 11, 3) - 0.5
     sigma, rgb = tiny_network.decode(z, points)
+    with torch.inference_mode():  # the in-place inference path computes the same
+        sigma_inference, rgb_inference = tiny_network.decode(z, points)
+    torch.testing.assert_close(sigma_inference, sigma.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rgb_inference, rgb.detach(), rtol=1e-5, atol=1e-6)
     for b in range(3):
         freq = z[b, : layers * h_dim].view(layers, h_dim) + 1
         shift = z[b, layers * h_dim :].view(layers, h_dim)
