@@ -36,3 +36,17 @@ def test_canonical_matrix_y_up_to_z_up_unit_box():
     np.testing.assert_allclose(top[:3], [0, 0, 0.5], atol=1e-12)
     corners = np.array([[x, y, z, 1] for x in (0, 2) for y in (0, 4) for z in (0, 1)]) @ m.T
     np.testing.assert_allclose(corners[:, :3].max(0) - corners[:, :3].min(0), [0.5, 0.25, 1.0])
+
+
+def test_select_records_caps_per_category_and_split_deterministically():
+    from ss3d_data.manifest import select_records
+
+    records = [_record(f"{c}{i:02d}", category=c, split="test" if i % 4 == 0 else "train")
+               for c in ("cup", "vase") for i in range(12)]
+    chosen = select_records(records, ["cup"], {"train": 3, "test": 1})
+    assert [r.instance_id for r in chosen] == ["cup00", "cup01", "cup02", "cup03"]
+    assert select_records(list(reversed(records)), ["cup"], {"train": 3, "test": 1}) == chosen
+    bigger = select_records(records, ["cup"], {"train": 5, "test": 2})
+    assert set(chosen) <= set(bigger)
+    with pytest.raises(Ss3dError, match="no instances of: lamp"):
+        select_records(records, ["cup", "lamp"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -127,6 +128,33 @@ def build_command(
     console.print(table)
     console.print(f"{report.records} meshes in {out} ({', '.join(f'{k} {v}' for k, v in report.splits.items())}); "
                   f"{len(report.skipped)} skipped, reasons in {report_path(out)}")
+
+
+@meshes_app.command("select")
+def select_command(
+    manifest: Annotated[Path, typer.Option(help="Manifest to select from.")],
+    out: Annotated[Path, typer.Option(help="Manifest to write.")],
+    categories: Annotated[str, typer.Option(help="Comma-separated categories to keep (default: all).")] = "",
+    max_train: Annotated[int, typer.Option(help="At most this many train instances per category (-1: all).")] = -1,
+    max_val: Annotated[int, typer.Option(help="At most this many val instances per category (-1: all).")] = -1,
+    max_test: Annotated[int, typer.Option(help="At most this many test instances per category (-1: all).")] = -1,
+) -> None:
+    """Write a deterministic subset of a manifest: some categories, capped per category and split."""
+    from ss3d_data.manifest import read_manifest, select_records, write_manifest
+
+    records = read_manifest(manifest)
+    caps = {split: cap for split, cap in (("train", max_train), ("val", max_val), ("test", max_test)) if cap >= 0}
+    wanted = [c.strip() for c in categories.split(",") if c.strip()] or None
+    chosen = select_records(records, wanted, caps)
+    # paths stay valid: relative paths are re-anchored on the new manifest's folder
+    rebased = [r if Path(r.path).is_absolute() else replace(r, path=str(r.resolve(manifest).resolve())) for r in chosen]
+    write_manifest(out, rebased)
+    counts = Counter((r.category, r.split) for r in chosen)
+    table = Table("category", "train", "val", "test")
+    for category in sorted({c for c, _ in counts}):
+        table.add_row(category, *(str(counts[(category, s)]) for s in ("train", "val", "test")))
+    console.print(table)
+    console.print(f"{len(chosen)} of {len(records)} meshes in {out}")
 
 
 @shard_app.command("folders")

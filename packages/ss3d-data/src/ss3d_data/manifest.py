@@ -118,3 +118,28 @@ def canonical_matrix(bounds_min: np.ndarray, bounds_max: np.ndarray, up_axis: st
     shift = np.eye(4)
     shift[:3, 3] = -(lo + hi) / 2
     return scale @ shift @ rot
+
+
+def select_records(
+    records: Iterable[MeshRecord], categories: Iterable[str] | None = None, per_category: dict[str, int] | None = None
+) -> list[MeshRecord]:
+    """A deterministic subset: only ``categories`` (all when None), and at most ``per_category[split]`` instances of
+    each category per split (no cap for a split not named). Instances are taken in instance-id order, so the same
+    manifest always gives the same subset, and a larger cap gives a superset."""
+    wanted = set(categories) if categories is not None else None
+    taken: dict[tuple[str, str], int] = {}
+    chosen = []
+    for record in sorted(records, key=lambda r: r.instance_id):
+        if wanted is not None and record.category not in wanted:
+            continue
+        slot = (record.category, record.split)
+        cap = (per_category or {}).get(record.split)
+        if cap is not None and taken.get(slot, 0) >= cap:
+            continue
+        taken[slot] = taken.get(slot, 0) + 1
+        chosen.append(record)
+    if wanted is not None:
+        missing = sorted(wanted - {r.category for r in chosen})
+        if missing:
+            raise Ss3dError(f"manifest has no instances of: {', '.join(missing)}")
+    return chosen
