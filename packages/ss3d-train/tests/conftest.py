@@ -186,3 +186,9 @@ def preset_with(base: Path, folder: Path, **sections: dict) -> Path:
 def override_preset():
     """``override_preset(base, folder, section={key: value})`` -> path of a preset overriding ``base``."""
     return preset_with
+
+
+@pytest.fixture
+def make_collection():
+    """``make_collection(folder, prefix, category, images=..., seed=..., elevation_deg=...)``: image shards + sidecar."""
+    return make_image_shards

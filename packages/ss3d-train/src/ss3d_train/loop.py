@@ -134,7 +134,7 @@ def weights_fingerprint(network: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, value in sorted(network.state_dict().items()):
         digest.update(name.encode() + str(value.dtype).encode())
-        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -194,7 +194,7 @@ class StageRun:
         metrics = self.out / "metrics.jsonl"
         if metrics.is_file():
             lines = [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()]
-            self.metrics = [m for m in lines if m.get("step", 0) <= info["step"]]
+            self.metrics = [m for m in lines if m.get("step", 0) <= info["position"]["step"]]
         self.guard.skipped = int(info.get("nonfinite_skipped", 0))
         return weights, tensors, info
 
