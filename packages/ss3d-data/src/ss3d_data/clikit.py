@@ -52,6 +52,11 @@ def report_error(err: Ss3dError) -> None:
 class Ss3dApp(typer.Typer):
     """A typer app whose commands follow the ss3d error conventions."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # help texts name preset sections like "[render]": print them literally, not as rich markup
+        kwargs.setdefault("rich_markup_mode", None)
+        super().__init__(*args, **kwargs)
+
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         register = super().command(*args, **kwargs)
 
