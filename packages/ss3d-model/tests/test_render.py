@@ -50,6 +50,16 @@ def test_composite_golden_values():
     torch.testing.assert_close(rgb, torch.full((1, 1, 3), 0.5))
 
 
+def test_last_interval_choice():
+    """Density only at the last sample: opaque with the 1e10 interval, 1 - e^-(sigma * step) with the step."""
+    sigma = torch.tensor([[[0.0, 0.0, 2.0]]])
+    depths = torch.tensor([[[1.0, 1.25, 1.5]]])
+    opaque, _, _ = composite(sigma, torch.zeros(1, 1, 3, 3), depths)
+    stepped, _, _ = composite(sigma, torch.zeros(1, 1, 3, 3), depths, last_interval=None)
+    torch.testing.assert_close(opaque, torch.tensor([[1.0]]))
+    torch.testing.assert_close(stepped, torch.tensor([[1 - math.exp(-0.5)]]))
+
+
 def test_empty_space_renders_black():
     near, far = torch.ones(2, 3), torch.full((2, 3), 2.0)
     origins = torch.zeros(2, 3, 3)

@@ -19,7 +19,7 @@ from ss3d_model.checkpoint import (
     save_state,
     state_path,
 )
-from ss3d_model.config import ModelConfig, VolumeConfig
+from ss3d_model.config import ExtractConfig, ModelConfig, VolumeConfig
 from ss3d_model.io import load_network, save_network
 from ss3d_model.network import ReconstructionNetwork, load_imagenet_encoder
 from ss3d_model.render import composite, ray_bounds, render_image, render_rays, sample_depths
@@ -29,6 +29,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "CheckpointMeta",
+    "ExtractConfig",
     "ModelConfig",
     "MultiHypothesisCameras",
     "ReconstructionNetwork",

@@ -31,10 +31,16 @@ def sample_depths(near: Tensor, far: Tensor, samples: int) -> Tensor:
     return near.unsqueeze(-1) + (far - near).unsqueeze(-1) * steps
 
 
-def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """sigma_raw [B, R, S], rgb_logits [B, R, S, 3], depths [B, R, S] -> mask [B, R], rgb [B, R, 3], w [B, R, S]."""
+def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor, last_interval: float | None = _LAST_INTERVAL
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """sigma_raw [B, R, S], rgb_logits [B, R, S, 3], depths [B, R, S] -> mask [B, R], rgb [B, R, 3], w [B, R, S].
+
+    ``last_interval``: length given to the last sample (1e10: opaque beyond ``far``); None uses the sampling step,
+    which keeps a gradient at the last sample (d alpha / d sigma vanishes with a 1e10 interval).
+    """
     deltas = depths[..., 1:] - depths[..., :-1]
-    deltas = torch.cat([deltas, torch.full_like(deltas[..., :1], _LAST_INTERVAL)], -1)
+    last = deltas[..., -1:] if last_interval is None else torch.full_like(deltas[..., :1], last_interval)
+    deltas = torch.cat([deltas, last], -1)
     optical = torch.relu(sigma_raw) * deltas                     # [B, R, S]
     alpha = 1.0 - torch.exp(-optical)
     # Exclusive cumulative sum (transmittance up to, not including, each sample), in log space for stability;
@@ -47,18 +53,20 @@ def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor) -> tuple[Te
 
 
 def render_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                samples: int) -> tuple[Tensor, Tensor]:
+                samples: int, last_interval: float | None = _LAST_INTERVAL) -> tuple[Tensor, Tensor]:
     """Render rays of each object through ``network.decode``.
 
     network: a :class:`~ss3d_model.network.ReconstructionNetwork` (anything with ``decode(z, points)``);
     z [B, Z]; origins, directions [B, R, 3] (unit directions); near, far [B, R]; samples S per ray
     -> mask [B, R] in [0, 1], rgb [B, R, 3] (black background). One decoder call over B x (R*S) points.
+    ``last_interval`` as in :func:`composite`.
     """
     b, r, _ = origins.shape
     depths = sample_depths(near, far, samples)                                       # [B, R, S]
     points = origins.unsqueeze(2) + directions.unsqueeze(2) * depths.unsqueeze(-1)   # [B, R, S, 3]
     sigma_raw, rgb_logits = network.decode(z, points.reshape(b, r * samples, 3))
-    mask, rgb, _ = composite(sigma_raw.view(b, r, samples), rgb_logits.view(b, r, samples, 3), depths)
+    mask, rgb, _ = composite(sigma_raw.view(b, r, samples), rgb_logits.view(b, r, samples, 3), depths,
+                             last_interval)
     return mask, rgb
 
 
