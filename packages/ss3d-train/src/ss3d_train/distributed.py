@@ -92,3 +92,11 @@ def wrap_ddp(world: World, module: nn.Module) -> nn.Module:
         return module
     device_ids = [world.local_rank] if world.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+def broadcast_buffers(world: World, module: nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank. DDP does this at the start of each
+    forward pass; doing it before a checkpoint or the end makes every replica equal to what rank 0 saves."""
+    if world.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

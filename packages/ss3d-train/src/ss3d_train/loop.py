@@ -25,7 +25,7 @@ from ss3d_data.clikit import progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
 from ss3d_model import CheckpointMeta, ReconstructionNetwork, load_state, save_network, save_state, state_path
-from ss3d_train.distributed import World, all_min
+from ss3d_train.distributed import World, all_min, broadcast_buffers
 
 
 @dataclass
@@ -218,6 +218,7 @@ class StageRun:
     def save(self, network: ReconstructionNetwork, meta: CheckpointMeta, tensors: dict[str, Tensor],
              info: dict[str, Any], final: bool = False) -> None:
         """Write ``last`` (weights + state) and, when ``final``, the stage's named checkpoint. Rank 0 only."""
+        broadcast_buffers(self.world, network)
         if not self.world.is_main:
             return
         info = {**info, "stage": self.stage, "nonfinite_skipped": self.guard.skipped}
@@ -231,6 +232,7 @@ class StageRun:
 
     def finish(self, network: torch.nn.Module) -> None:
         """Check that every rank holds the same weights and record their fingerprints (``replicas.json``)."""
+        broadcast_buffers(self.world, network)
         prints = verify_replicas(self.world, network)
         if self.world.is_main:
             atomic_write_text(self.out / "replicas.json", json.dumps({"world_size": self.world.size,
