@@ -4,7 +4,14 @@ import torch
 from scipy.spatial import cKDTree
 
 from ss3d_data.errors import Ss3dError
-from ss3d_model.extract import coarse_to_fine_grid, dense_grid, extract_mesh, mesh_from_grid
+from ss3d_model.extract import (
+    coarse_to_fine_field,
+    coarse_to_fine_grid,
+    dense_grid,
+    edge_interpolate,
+    extract_mesh,
+    mesh_from_grid,
+)
 
 
 def blobs(points):
@@ -34,6 +41,17 @@ def test_coarse_to_fine_equals_dense(resolution, coarse):
     # Every cell the surface crosses had exact corners: marching cubes gives the very same mesh.
     np.testing.assert_array_equal(a.faces, b.faces)
     np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-6)
+
+
+def test_extra_channels_interpolated_along_edges():
+    """A linear colour field is reproduced exactly at every vertex from the two lattice ends of its edge."""
+    field = lambda p: torch.cat([blobs(p)[:, None], p + 0.5], -1)  # noqa: E731
+    values, extras, _ = coarse_to_fine_field(field, 64, 16, 3.0, 0.55)
+    assert extras.shape == (65, 65, 65, 3)
+    mesh = mesh_from_grid(values, 3.0, 0.55)
+    colours, ok = edge_interpolate(extras, mesh.vertices, 0.55)
+    assert ok.all()
+    np.testing.assert_allclose(colours.numpy(), mesh.vertices + 0.5, atol=1e-5)
 
 
 def test_surface_touching_the_box_closes():
@@ -79,6 +97,10 @@ def test_network_mesh_is_coloured_and_matches_dense(tiny_network, tiny_config):
     assert (distance < voxel).mean() > 0.99
     colours = mesh.visual.vertex_colors
     assert colours.shape == (len(mesh.vertices), 4) and colours[:, 3].min() == 255
+    with torch.no_grad():
+        _, logits = tiny_network.decode(z[None], torch.from_numpy(mesh.vertices).float()[None])
+    direct = torch.sigmoid(logits[0]).numpy() * 255
+    assert np.abs(colours[:, :3] - direct).mean() < 2.0  # edge-interpolated colours are the decoder's, smoothed
     assert np.abs(mesh.vertices).max() <= 0.55 + 1e-6
     with pytest.raises(Ss3dError):
         extract_mesh(tiny_network, torch.zeros(2, tiny_config.latent_dim), 16, 4, 0.0, 0.5)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ss3d_data.errors import Ss3dError
 
-DensityFn = Callable[[Tensor], Tensor]  # points [M, 3] -> raw density [M]
+DensityFn = Callable[[Tensor], Tensor]  # points [M, 3] -> raw density [M], or [M, 1 + C]: density then C extras
 
 
 def lattice_points(indices: Tensor, resolution: int, box_half_size: float) -> Tensor:
@@ -35,10 +35,13 @@ def lattice_points(indices: Tensor, resolution: int, box_half_size: float) -> Te
     return indices.to(torch.float32) * (2.0 * box_half_size / resolution) - box_half_size
 
 
-def _evaluate(density: DensityFn, indices: Tensor, resolution: int, box_half_size: float, chunk: int) -> Tensor:
-    out = [density(lattice_points(indices[s : s + chunk], resolution, box_half_size)).float().reshape(-1)
-           for s in range(0, indices.shape[0], chunk)]
-    return torch.cat(out) if out else torch.zeros(0)
+def _evaluate(field: DensityFn, indices: Tensor, resolution: int, box_half_size: float, chunk: int) -> Tensor:
+    """-> [M, 1 + C] (density first)."""
+    out = []
+    for s in range(0, indices.shape[0], chunk):
+        values = field(lattice_points(indices[s : s + chunk], resolution, box_half_size)).float()
+        out.append(values[:, None] if values.ndim == 1 else values)
+    return torch.cat(out)
 
 
 def dense_grid(density: DensityFn, resolution: int, box_half_size: float, chunk: int = 65536) -> Tensor:
@@ -46,7 +49,7 @@ def dense_grid(density: DensityFn, resolution: int, box_half_size: float, chunk:
     n = resolution + 1
     axes = torch.arange(n)
     indices = torch.stack(torch.meshgrid(axes, axes, axes, indexing="ij"), -1).reshape(-1, 3)
-    return _evaluate(density, indices, resolution, box_half_size, chunk).view(n, n, n)
+    return _evaluate(density, indices, resolution, box_half_size, chunk)[:, 0].reshape(n, n, n)
 
 
 _OFFSETS = [(dx, dy, dz) for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
@@ -80,12 +83,26 @@ def coarse_to_fine_grid(density: DensityFn, resolution: int, coarse_resolution: 
 
     ``resolution / coarse_resolution`` must be a power of two.
     """
+    values, _, evaluations = coarse_to_fine_field(density, resolution, coarse_resolution, threshold, box_half_size,
+                                                  chunk)
+    return values, evaluations
+
+
+def coarse_to_fine_field(field: DensityFn, resolution: int, coarse_resolution: int, threshold: float,
+                         box_half_size: float, chunk: int = 65536) -> tuple[Tensor, Tensor, int]:
+    """As :func:`coarse_to_fine_grid` for a field with extra channels (e.g. colour), which are kept where the
+    field was evaluated: -> (density [R+1]^3, extras [R+1]^3 x C, NaN where not evaluated; evaluations)."""
     ratio = resolution // max(coarse_resolution, 1)
     if coarse_resolution < 1 or ratio * coarse_resolution != resolution or ratio & (ratio - 1):
         raise Ss3dError(f"extract resolution {resolution} must be coarse_resolution {coarse_resolution} times a "
                         "power of two")
     n = coarse_resolution
-    values = dense_grid(density, n, box_half_size, chunk)
+    axes = torch.arange(n + 1)
+    indices = torch.stack(torch.meshgrid(axes, axes, axes, indexing="ij"), -1).reshape(-1, 3)
+    first = _evaluate(field, indices, n, box_half_size, chunk)
+    values = first[:, 0].reshape(n + 1, n + 1, n + 1).clone()
+    extras = torch.full((resolution + 1,) * 3 + (first.shape[1] - 1,), float("nan"))
+    extras[tuple((indices * (resolution // n)).T)] = first[:, 1:]
     exact = torch.ones_like(values, dtype=torch.bool)
     evaluations = values.numel()
     while True:
@@ -104,13 +121,33 @@ def coarse_to_fine_grid(density: DensityFn, resolution: int, coarse_resolution: 
             need &= ~exact
             if not need.any():
                 break
-            indices = need.nonzero()
-            values[need] = _evaluate(density, indices, n, box_half_size, chunk)
+            indices = need.nonzero()  # row-major order, the order of values[need]
+            out = _evaluate(field, indices, n, box_half_size, chunk)
+            values[need] = out[:, 0]
+            extras[tuple((indices * (resolution // n)).T)] = out[:, 1:]
             evaluations += indices.shape[0]
             exact |= need
             need = _cell_corners(_straddling_cells(values, threshold))
         if n == resolution:
-            return values, evaluations
+            return values, extras, evaluations
+
+
+def edge_interpolate(extras: Tensor, vertices: np.ndarray, box_half_size: float) -> tuple[Tensor, Tensor]:
+    """Extras [R+1]^3 x C at mesh vertices [V, 3] (canonical units), by linear interpolation along the lattice edge
+    each marching-cubes vertex lies on. -> (values [V, C], ok [V]); ok is False where an edge end has no value."""
+    resolution = extras.shape[0] - 1
+    coords = torch.from_numpy(np.asarray(vertices, np.float64)) * (resolution / (2 * box_half_size)) \
+        + resolution / 2                                                          # lattice units
+    nearest = coords.round()
+    on_lattice = (coords - nearest).abs() < 1e-3
+    low = torch.where(on_lattice, nearest, coords.floor()).clamp(0, resolution)
+    t = torch.where(on_lattice, torch.zeros_like(coords), coords - low).sum(-1, keepdim=True).float()
+    high = (low + (~on_lattice).to(low.dtype)).clamp(max=resolution)
+    a = extras[tuple(low.long().T)]
+    b = extras[tuple(high.long().T)]
+    values = a * (1 - t) + b * t
+    ok = (on_lattice.sum(-1) >= 2) & torch.isfinite(values).all(-1)
+    return values, ok
 
 
 def mesh_from_grid(values: Tensor | np.ndarray, threshold: float, box_half_size: float) -> trimesh.Trimesh:
@@ -129,7 +166,8 @@ def mesh_from_grid(values: Tensor | np.ndarray, threshold: float, box_half_size:
     return trimesh.Trimesh(vertices=verts, faces=np.ascontiguousarray(faces[:, ::-1]), process=False)
 
 
-def _network_fns(network, z: Tensor) -> tuple[DensityFn, Callable[[Tensor], Tensor]]:
+def _network_field(network, z: Tensor) -> Callable[[Tensor], Tensor]:
+    """points [M, 3] -> [M, 4] = (raw density, colour in [0, 1]) for one object's latent."""
     if z.ndim == 1:
         z = z[None]
     if z.ndim != 2 or z.shape[0] != 1:
@@ -138,15 +176,11 @@ def _network_fns(network, z: Tensor) -> tuple[DensityFn, Callable[[Tensor], Tens
     device = param.device if param is not None else z.device
     z = z.to(device)
 
-    def density(points: Tensor) -> Tensor:
-        sigma, _ = network.decode(z, points.to(device)[None])
-        return sigma[0].cpu()
+    def field(points: Tensor) -> Tensor:
+        sigma, logits = network.decode(z, points.to(device)[None])
+        return torch.cat([sigma[0, :, None], torch.sigmoid(logits[0])], -1).cpu()
 
-    def colour(points: Tensor) -> Tensor:
-        _, logits = network.decode(z, points.to(device)[None])
-        return torch.sigmoid(logits[0]).cpu()
-
-    return density, colour
+    return field
 
 
 @torch.inference_mode()
@@ -155,15 +189,20 @@ def extract_mesh(network, z: Tensor, resolution: int, coarse_resolution: int, th
     """Coloured mesh of one object's field. z [Z] (or [1, Z]); returns a trimesh with RGBA vertex colours.
 
     Set ``coarse_resolution == resolution`` for dense extraction. An empty Trimesh means no surface crossed the
-    threshold (e.g. an untrained network).
+    threshold (e.g. an untrained network). Vertex colours are the decoder's colours at the two lattice points of the
+    edge each vertex lies on (both were evaluated for the density), interpolated like the vertex position; the
+    decoder is only called again for vertices on the padded box boundary.
     """
-    density, colour = _network_fns(network, z)
-    values, _ = coarse_to_fine_grid(density, resolution, coarse_resolution, threshold, box_half_size, chunk)
+    field = _network_field(network, z)
+    values, colours, _ = coarse_to_fine_field(field, resolution, coarse_resolution, threshold, box_half_size, chunk)
     mesh = mesh_from_grid(values, threshold, box_half_size)
     if len(mesh.vertices):
-        vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))
-        rgb = torch.cat([colour(vertices[s : s + chunk]) for s in range(0, len(vertices), chunk)])
+        rgb, ok = edge_interpolate(colours, mesh.vertices, box_half_size)
+        missing = (~ok).nonzero()[:, 0]
+        if len(missing):
+            points = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32))[missing]
+            rgb[missing] = torch.cat([field(points[s : s + chunk])[:, 1:] for s in range(0, len(points), chunk)])
         rgba = np.concatenate([(rgb.numpy() * 255).round().astype(np.uint8),
-                               np.full((len(vertices), 1), 255, np.uint8)], 1)
+                               np.full((len(rgb), 1), 255, np.uint8)], 1)
         mesh.visual.vertex_colors = rgba
     return mesh
