@@ -85,12 +85,16 @@ def collection_command(
     num_shards: NumShardsOpt = 1,
     seed: SeedOpt = None,
     limit: LimitOpt = None,
+    views_per_instance: Annotated[
+        int | None, typer.Option(help="Images per instance (default: the preset's collection_views_per_instance).")
+    ] = None,
 ) -> None:
     """In-the-wild style collection: 'image' samples without cameras; true cameras in <out>/cameras.jsonl."""
     from ss3d_render.collection import render_collection
 
     summary = render_collection(
-        manifest, out, preset, _split(categories), background, degrade, shard_index, num_shards, seed, limit
+        manifest, out, preset, _split(categories), background, degrade, shard_index, num_shards, seed, limit,
+        views_per_instance,
     )
     _report(summary, "collection")
 

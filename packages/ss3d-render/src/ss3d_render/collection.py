@@ -13,6 +13,8 @@ resumed runs never write the same file concurrently.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import time
@@ -138,10 +140,15 @@ def render_collection(
     num_shards: int = 1,
     seed: int | None = None,
     limit: int | None = None,
+    views_per_instance: int | None = None,
 ) -> RenderSummary:
     """Render the collection images of the selected categories into ``out/<key>/`` (``kind = "image"``),
     skipping instances whose images all exist, then rebuild the camera sidecar ``out/cameras.jsonl``."""
     config = render_config(preset)
+    if views_per_instance is not None:
+        if views_per_instance < 1:
+            raise Ss3dError("views per instance must be at least 1")
+        config = dataclasses.replace(config, collection_views_per_instance=views_per_instance)
     seed = config.seed if seed is None else seed
     manifest_path = Path(manifest)
     selected = select_categories(read_manifest(manifest_path), categories)
