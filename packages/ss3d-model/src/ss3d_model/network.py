@@ -129,8 +129,11 @@ class ReconstructionNetwork(nn.Module):
             probe_z = torch.zeros(1, self.config.latent_dim, device=device)
             # Compile now (and fail here if it must), in inference mode: the mode extraction runs in, since a
             # grad-mode change would recompile.
+            # One point is a size torch specialises on (0/1 specialisation): compile that variant now as well, so
+            # extraction's occasional single-point calls never stall on a compile.
             with torch.inference_mode():
-                compiled(probe_z, torch.zeros(1, 17, 3, device=device))
+                for count in (17, 1):
+                    compiled(probe_z, torch.zeros(1, count, 3, device=device))
         except Exception:  # any compiler failure: stay eager, correct and slower
             self._decoder_fn = None
             return False
