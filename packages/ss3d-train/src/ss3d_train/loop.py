@@ -164,10 +164,12 @@ class StageRun:
         self.metrics: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         self.writer = None
-        if options.resume and not self.last.is_file():
-            raise Ss3dError(f"--resume: {self.last} does not exist", hint="start without --resume")
-        if not options.resume and self.last.is_file():
-            raise Ss3dError(f"{self.out} already holds a run ({self.last.name})",
+        # Resuming needs only the state file (it carries the weights too; it is written before last.safetensors).
+        resumable = state_path(self.last)
+        if options.resume and not resumable.is_file():
+            raise Ss3dError(f"--resume: {resumable} does not exist", hint="start without --resume")
+        if not options.resume and resumable.is_file():
+            raise Ss3dError(f"{self.out} already holds a run ({resumable.name})",
                             hint="add --resume to continue it, or choose another --out")
         if world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
