@@ -72,10 +72,11 @@ def render_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: T
 
 @torch.no_grad()
 def render_image(network, z: Tensor, intrinsics: Tensor, cam2world: Tensor, size: int, volume: VolumeConfig,
-                 samples: int | None = None, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+                 samples: int | None = None, chunk: int = 64) -> tuple[Tensor, Tensor]:
     """Render whole images (no gradients), in chunks of rays.
 
     z [B, Z], intrinsics [B, 3, 3] or [3, 3], cam2world [B, 4, 4] -> mask [B, size, size], rgb [B, size, size, 3].
+    ``chunk`` rays per decoder call (x samples points per object: small calls keep activations in cache).
     """
     b = z.shape[0]
     ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
