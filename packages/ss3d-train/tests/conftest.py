@@ -123,7 +123,7 @@ def collection_dirs(tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
-SMALL_PRESET = """# ss3d-train tests: the tiny preset with a smaller encoder and image so a step takes a fraction of a second.
+SMALL_PRESET = """# ss3d-train tests: tiny, with a smaller encoder and image, so a step takes a fraction of a second.
 [preset]
 inherit = "tiny"
 
@@ -190,5 +190,5 @@ def override_preset():
 
 @pytest.fixture
 def make_collection():
-    """``make_collection(folder, prefix, category, images=..., seed=..., elevation_deg=...)``: image shards + sidecar."""
+    """``make_collection(folder, prefix, category, images=, seed=, elevation_deg=)``: image shards + sidecar."""
     return make_image_shards

@@ -209,7 +209,6 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
                     checkpoint()
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
-            checkpoint()
     checkpoint(final=True)
     run.finish(student)
     return run.final

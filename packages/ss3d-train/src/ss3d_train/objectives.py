@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
 from ss3d_model import (
     ModelConfig,

@@ -126,7 +126,6 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
             mean = position["loss_sum"] / max(position["loss_count"], 1)
             scheduler.step(mean)
             position.update(epoch=position["epoch"] + 1, batch=0, loss_sum=0.0, loss_count=0)
-            checkpoint()
     checkpoint(final=True)
     run.finish(network)
     return run.final

@@ -242,7 +242,6 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                     checkpoint()
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
-            checkpoint()
     checkpoint(final=True)
     run.finish(network)
     return run.final
