@@ -19,7 +19,7 @@ from ss3d_model import (
     load_network,
     pixel_rays,
     ray_bounds,
-    sample_depths,
+    render_rays,
     sample_pixels,
 )
 
@@ -72,27 +72,17 @@ def supervised_rays(intrinsics: Tensor, cam2world: Tensor, rgb: Tensor, mask: Te
             "target_rgb": gather_pixels(rgb, pixels), "target_mask": gather_pixels(mask, pixels)}
 
 
-def render_rays_bounded(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                        samples: int) -> tuple[Tensor, Tensor]:
-    """Volume rendering for training: the samples of ``ss3d_model.render_rays``, composited with the last sample's
-    interval equal to the sampling step instead of 1e10.
+def render_training_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+                         samples: int) -> tuple[Tensor, Tensor]:
+    """``ss3d_model.render_rays`` with ``last_interval=None`` (the last sample gets the sampling step, not 1e10).
 
     Why: the background is black and empty, so nothing lies beyond ``far``. With a 1e10 last interval any positive
-    density at the last sample makes the ray fully opaque with exactly zero gradient (d alpha / d sigma =
-    1e10 * exp(-1e10 sigma)), and at initialisation about a third of all rays are stuck that way; measured here,
-    pretraining then drifts towards all-opaque masks instead of reducing its loss.
-    z [B, Z]; origins, directions [B, R, 3]; near, far [B, R] -> mask [B, R], rgb [B, R, 3].
+    density at the last sample makes the ray fully opaque with exactly zero gradient, and at initialisation about
+    a third of all rays are stuck that way; measured here, pretraining then drifted towards all-opaque masks
+    instead of reducing its loss. z [B, Z]; origins, directions [B, R, 3]; near, far [B, R] -> mask [B, R],
+    rgb [B, R, 3].
     """
-    b, r, _ = origins.shape
-    depths = sample_depths(near, far, samples)                                       # [B, R, S]
-    points = origins.unsqueeze(2) + directions.unsqueeze(2) * depths.unsqueeze(-1)   # [B, R, S, 3]
-    sigma_raw, rgb_logits = network.decode(z, points.reshape(b, r * samples, 3))
-    deltas = depths[..., 1:] - depths[..., :-1]
-    deltas = torch.cat([deltas, deltas[..., -1:]], -1)
-    optical = torch.relu(sigma_raw.view(b, r, samples)) * deltas
-    weights = (1.0 - torch.exp(-optical)) * torch.exp(-(torch.cumsum(optical, -1) - optical))
-    rgb = (weights.unsqueeze(-1) * torch.sigmoid(rgb_logits.view(b, r, samples, 3))).sum(-2)
-    return weights.sum(-1), rgb
+    return render_rays(network, z, origins, directions, near, far, samples, last_interval=None)
 
 
 class RenderObjective(nn.Module):
@@ -106,7 +96,7 @@ class RenderObjective(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         """images [B, 3, S, S]; origins, directions [B, R, 3]; near, far [B, R] -> mask [B, R], rgb [B, R, 3]."""
         z = self.network.encode(images)
-        return render_rays_bounded(self.network, z, origins, directions, near, far, self.samples)
+        return render_training_rays(self.network, z, origins, directions, near, far, self.samples)
 
 
 class FieldObjective(nn.Module):

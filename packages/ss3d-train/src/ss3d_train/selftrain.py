@@ -33,7 +33,7 @@ from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, in
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
     optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
-from ss3d_train.objectives import RenderObjective, build_student, gather_pixels, render_loss, render_rays_bounded
+from ss3d_train.objectives import RenderObjective, build_student, gather_pixels, render_loss, render_training_rays
 from ss3d_train.sparse_adam import SparseRowAdam
 
 
@@ -175,7 +175,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
     def camera_losses(z: Tensor, indices: Tensor, rgb: Tensor, mask: Tensor) -> Tensor:
         pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size, generator).to(world.device)
         rays = hypothesis_rays(cameras, indices, pixels, volume, detach=False)
-        pred_mask, pred_rgb = render_rays_bounded(network, z, rays["origins"], rays["directions"], rays["near"],
+        pred_mask, pred_rgb = render_training_rays(network, z, rays["origins"], rays["directions"], rays["near"],
                                           rays["far"], volume.samples_per_ray)
         return per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels), gather_pixels(rgb, pixels),
                                    k_hyp, cfg)
