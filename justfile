@@ -8,6 +8,9 @@ preset := env_var_or_default("SS3D_PRESET", "cpu")
 data := env_var_or_default("SS3D_DATA", "shards/demo")
 runs := env_var_or_default("SS3D_RUNS", "runs/demo")
 cache := env_var_or_default("SS3D_CACHE", "shards/cache")
+# Mesh source: `sweethome3d` (Debian's furniture library, fetched once) or `procedural` (generated, no download).
+source := env_var_or_default("SS3D_SOURCE", "sweethome3d")
+procedural_instances := env_var_or_default("SS3D_PROCEDURAL_INSTANCES", "8")
 # Category roles of the default offline benchmark (Sweet Home 3D furniture library, Debian):
 pretrain_categories := env_var_or_default("SS3D_PRETRAIN", "chair,table,lamp,sofa,cabinet,bed")
 selftrain_categories := env_var_or_default("SS3D_SELFTRAIN", "bottle,armchair")
@@ -24,20 +27,25 @@ test *args:
     python -m pytest -n 2 {{args}}
 
 # the main job: data -> pretrain -> selftrain -> distill -> eval -> report, on the default offline data
-demo: data
+demo: data pretrain selftrain distill eval report
     @echo "ss3d demo done (preset {{preset}}):"
     @echo "  distilled model: {{runs}}/distill/distill.safetensors"
     @echo "  tables:          {{runs}}/results/tables.md"
     @echo "  report:          {{runs}}/results/report.html"
 
-# fetch the Sweet Home 3D library (Debian archive) and build the manifests of the three category roles
+# fetch the mesh library (or generate procedural meshes) and build the manifests of the three category roles
 meshes:
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{data}}
     if [ ! -s {{data}}/meshes.jsonl ]; then
-      ss3d-data meshes fetch sweethome3d --cache {{cache}}
-      ss3d-data meshes build --source sweethome3d --cache {{cache}} --out {{data}}/meshes.jsonl --preset {{preset}}
+      if [ "{{source}}" = procedural ]; then
+        ss3d-data meshes procedural --out {{data}}/procedural --instances {{procedural_instances}} --seed 0
+        ss3d-data meshes build --source procedural:{{data}}/procedural --out {{data}}/meshes.jsonl --preset {{preset}}
+      else
+        ss3d-data meshes fetch {{source}} --cache {{cache}}
+        ss3d-data meshes build --source {{source}} --cache {{cache}} --out {{data}}/meshes.jsonl --preset {{preset}}
+      fi
     fi
     all="{{pretrain_categories}},{{selftrain_categories}},{{heldout_categories}}"
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl \
@@ -45,7 +53,7 @@ meshes:
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/selftrain.jsonl \
       --categories {{selftrain_categories}} --max-val 0 --max-test 0
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/test.jsonl \
-      --categories "$all" --max-train 0 --max-val 0 --max-test {{max_test}}
+      --categories "$all" --max-train 0 --max-val 0 --max-test {{max_test}} --allow-missing
 
 # render and shard: synthetic views (pretraining), in-the-wild collections (self-training), test images
 data: meshes
@@ -60,9 +68,68 @@ data: meshes
     ss3d-data shard folders $d/renders/test --out $d/shards/test --prefix test --preset {{preset}}
     ss3d-data inspect $d/shards/train $d/shards/test --sheet $d/contact-sheet.png
 
+# stage 1: pretrain on the synthetic multi-view renders (known cameras)
+pretrain:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out={{runs}}/pretrain
+    [ -s $out/pretrain.safetensors ] && { echo "pretrain: done ($out/pretrain.safetensors)"; exit 0; }
+    resume=""; [ -s $out/last.safetensors ] && resume="--resume"
+    ss3d-train pretrain "{{data}}/shards/train/synthetic-views-*.tar" --out $out --preset {{preset}} $resume
+
+# stage 2: self-train one expert per self-training category (masks only, multi-hypothesis cameras)
+selftrain:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for category in $(echo {{selftrain_categories}} | tr ',' ' '); do
+      out={{runs}}/expert-$category
+      if [ -s $out/expert-$category.safetensors ]; then echo "selftrain $category: done"; continue; fi
+      resume=""; [ -s $out/last.safetensors ] && resume="--resume"
+      ss3d-train selftrain "{{data}}/shards/train/wild-$category-*.tar" --init {{runs}}/pretrain/pretrain.safetensors \
+        --out $out --name expert-$category --preset {{preset}} $resume
+    done
+
+# stage 3: distill every expert and the synthetic-only model into one unified model
+distill:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out={{runs}}/distill
+    [ -s $out/distill.safetensors ] && { echo "distill: done ($out/distill.safetensors)"; exit 0; }
+    args=()
+    for category in $(echo {{selftrain_categories}} | tr ',' ' '); do
+      args+=(--expert "$category={{runs}}/expert-$category/expert-$category.safetensors")
+      args+=(--collections "{{data}}/shards/train/wild-$category-*.tar")
+    done
+    resume=""; [ -s $out/last.safetensors ] && resume="--resume"
+    ss3d-train distill --out $out "${args[@]}" --synthetic {{runs}}/pretrain/pretrain.safetensors \
+      --synthetic-shards "{{data}}/shards/train/synthetic-views-*.tar" --preset {{preset}} $resume
+
+# evaluate synthetic-only, category experts (each on its own category) and distilled on the held-out test images
+eval:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    res={{runs}}/results
+    for metric in iou chamfer; do
+      ss3d-eval $metric --shards "{{data}}/shards/test" --manifest {{data}}/test.jsonl --preset {{preset}} --out $res \
+        --checkpoint {{runs}}/pretrain/pretrain.safetensors --label synthetic-only \
+        --checkpoint {{runs}}/distill/distill.safetensors --label distilled --save-meshes
+      for category in $(echo {{selftrain_categories}} | tr ',' ' '); do
+        ss3d-eval $metric --shards "{{data}}/shards/test/test-$category-*.tar" --manifest {{data}}/test.jsonl \
+          --preset {{preset}} --out $res/experts-$category --label experts --save-meshes \
+          --checkpoint {{runs}}/expert-$category/expert-$category.safetensors
+      done
+    done
+    ss3d-eval table $res/*.jsonl $res/experts-*/*.jsonl --markdown $res/tables.md --json $res/tables.json
+
+# the visual report: input, ground truth and every method's mesh per test image, in one HTML file
+report:
+    ss3d-eval report {{runs}}/results/*.iou.jsonl {{runs}}/results/experts-*/*.iou.jsonl \
+      --shards "{{data}}/shards/test" --manifest {{data}}/test.jsonl --out {{runs}}/results/report.html --preset {{preset}}
+
 # speed figures of every package (prints; no assertions)
 bench:
     python packages/ss3d-data/bench/bench_shards.py
     python packages/ss3d-render/bench/bench_render.py
     python packages/ss3d-model/bench/bench_model.py
+    python packages/ss3d-train/bench/bench_train.py --preset cpu --steps 2
     python packages/ss3d-eval/bench/bench_eval.py

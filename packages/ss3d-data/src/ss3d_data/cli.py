@@ -138,6 +138,7 @@ def select_command(
     max_train: Annotated[int, typer.Option(help="At most this many train instances per category (-1: all).")] = -1,
     max_val: Annotated[int, typer.Option(help="At most this many val instances per category (-1: all).")] = -1,
     max_test: Annotated[int, typer.Option(help="At most this many test instances per category (-1: all).")] = -1,
+    allow_missing: Annotated[bool, typer.Option(help="Warn, not fail, when a category has no instance left.")] = False,
 ) -> None:
     """Write a deterministic subset of a manifest: some categories, capped per category and split."""
     from ss3d_data.manifest import read_manifest, select_records, write_manifest
@@ -145,7 +146,10 @@ def select_command(
     records = read_manifest(manifest)
     caps = {split: cap for split, cap in (("train", max_train), ("val", max_val), ("test", max_test)) if cap >= 0}
     wanted = [c.strip() for c in categories.split(",") if c.strip()] or None
-    chosen = select_records(records, wanted, caps)
+    chosen = select_records(records, wanted, caps, allow_missing=allow_missing)
+    if wanted and allow_missing:
+        for category in sorted(set(wanted) - {r.category for r in chosen}):
+            console.print(f"[yellow]warning:[/yellow] no instances of {category} left in {out}")
     # paths stay valid: relative paths are re-anchored on the new manifest's folder
     rebased = [r if Path(r.path).is_absolute() else replace(r, path=str(r.resolve(manifest).resolve())) for r in chosen]
     write_manifest(out, rebased)

@@ -121,7 +121,10 @@ def canonical_matrix(bounds_min: np.ndarray, bounds_max: np.ndarray, up_axis: st
 
 
 def select_records(
-    records: Iterable[MeshRecord], categories: Iterable[str] | None = None, per_category: dict[str, int] | None = None
+    records: Iterable[MeshRecord],
+    categories: Iterable[str] | None = None,
+    per_category: dict[str, int] | None = None,
+    allow_missing: bool = False,
 ) -> list[MeshRecord]:
     """A deterministic subset: only ``categories`` (all when None), and at most ``per_category[split]`` instances of
     each category per split (no cap for a split not named). Instances are taken in instance-id order, so the same
@@ -138,7 +141,7 @@ def select_records(
             continue
         taken[slot] = taken.get(slot, 0) + 1
         chosen.append(record)
-    if wanted is not None:
+    if wanted is not None and not allow_missing:
         missing = sorted(wanted - {r.category for r in chosen})
         if missing:
             raise Ss3dError(f"manifest has no instances of: {', '.join(missing)}")
