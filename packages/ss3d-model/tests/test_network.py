@@ -66,7 +66,7 @@ def test_decoder_is_the_film_siren_formula(tiny_network, tiny_config):
         for i, layer in enumerate(dec.layers):
             h = torch.sin(tiny_config.omega0 * freq[i] * (h @ layer.weight.T + layer.bias) + shift[i])
         raw = h @ dec.head.weight.T + dec.head.bias
-        torch.testing.assert_close(sigma[b], raw[:, 3], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(sigma[b], raw[:, 3] * tiny_network.config.density_scale, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(rgb[b], raw[:, :3], rtol=1e-4, atol=1e-5)
 
 

@@ -114,7 +114,8 @@ class ReconstructionNetwork(nn.Module):
         if points.ndim != 3 or points.shape[2] != 3 or points.shape[0] != z.shape[0]:
             raise Ss3dError(f"points must be [{z.shape[0]}, N, 3], got {list(points.shape)}")
         raw = (self._decoder_fn or self.decoder)(z, points)
-        return raw[..., 3], raw[..., :3]
+        sigma = raw[..., 3] if self.config.density_scale == 1.0 else raw[..., 3] * self.config.density_scale
+        return sigma, raw[..., :3]
 
     def enable_compile(self) -> bool:
         """Run the decoder through ``torch.compile`` for inference (dynamic shapes: varying point counts do not
