@@ -24,7 +24,7 @@ default:
 
 # the test suite (all of it: Blender, torchrun and the tiny end-to-end pipeline), on 2 workers
 test *args:
-    python -m pytest -n 2 {{args}}
+    python -m pytest -n 2 --dist loadfile {{args}}
 
 # the main job: data -> pretrain -> selftrain -> distill -> eval -> report, on the default offline data
 demo: data pretrain selftrain distill eval report
