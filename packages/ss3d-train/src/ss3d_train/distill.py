@@ -24,7 +24,7 @@ from ss3d_data.presets import load_preset, section_config
 from ss3d_model import CheckpointMeta, ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, \
     ray_bounds
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, data_manifest_hash, make_loader, \
-    shards_from
+    index_categories, shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
     optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
@@ -136,7 +136,8 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
         position, encoder_init = info["position"], info["encoder_init"]
     objective = wrap_ddp(world, FieldObjective(student))
     manifest = data_manifest_hash(collections + syn_shards)
-    categories = sorted(experts)
+    # the student learns the experts' categories and, through the synthetic teacher, the synthetic views' ones
+    categories = sorted(set(experts) | set(index_categories(syn_shards) if syn_shards else []))
 
     def checkpoint(final: bool = False) -> None:
         opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
