@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import load_preset, section_config
-from ss3d_model import CheckpointMeta, ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, \
+from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, \
     ray_bounds
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, data_manifest_hash, make_loader, \
     index_categories, shards_from
@@ -141,10 +141,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
 
     def checkpoint(final: bool = False) -> None:
         opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
-        meta = CheckpointMeta(model_config={}, stage="distill", preset=preset.name, step=position["step"],
-                              epoch=position["epoch"], categories=categories, data_manifest_hash=manifest,
-                              encoder_init=encoder_init, extra={"parents": parents, "world_size": world.size,
-                                                                "nonfinite_skipped": run.guard.skipped})
+        meta = run.meta(position, categories, manifest, encoder_init, parents)
         info = {"position": position, "optimizer": opt_info, "encoder_init": encoder_init}
         run.save(student, meta, {**opt_tensors, **rng_to_tensors(generator)}, info, final=final)
 
@@ -204,10 +201,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
                                            "points_per_s": rate * cfg.points_per_image,
                                            "skipped": run.guard.skipped})
                 bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.5f} {rate:.1f} img/s")
-                if position["step"] % cfg.checkpoint_every == 0:
-                    checkpoint()
-                if options.stop_after and steps_this_run >= options.stop_after:
-                    checkpoint()
+                if run.after_step(position["step"], steps_this_run, cfg.checkpoint_every, checkpoint):
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
     checkpoint(final=True)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,23 @@ class StageRun:
         if self.world.is_main:
             text = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.metrics)
             atomic_write_text(self.out / "metrics.jsonl", text)
+
+    def meta(self, position: dict[str, Any], categories: list[str], manifest: str, encoder_init: str,
+             parents: Any) -> CheckpointMeta:
+        """Checkpoint metadata of this stage at ``position`` (the network's config is filled in by ``save``)."""
+        return CheckpointMeta(model_config={}, stage=self.stage, preset=self.preset.name, step=position["step"],
+                              epoch=position["epoch"], categories=categories, data_manifest_hash=manifest,
+                              encoder_init=encoder_init, extra={"parents": parents, "world_size": self.world.size,
+                                                                "nonfinite_skipped": self.guard.skipped})
+
+    def after_step(self, step: int, steps_this_run: int, every: int, checkpoint: Callable[[], None]) -> bool:
+        """The periodic checkpoint after an optimiser step; True (after a checkpoint) when --stop-after is reached."""
+        if step % every == 0:
+            checkpoint()
+        if self.options.stop_after and steps_this_run >= self.options.stop_after:
+            checkpoint()
+            return True
+        return False
 
     def save(self, network: ReconstructionNetwork, meta: CheckpointMeta, tensors: dict[str, Tensor],
              info: dict[str, Any], final: bool = False) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ss3d_data.presets import load_preset, section_config
-from ss3d_model import CheckpointMeta, VolumeConfig
+from ss3d_model import VolumeConfig
 from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, \
     shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
@@ -86,10 +86,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
 
     def checkpoint(final: bool = False) -> None:
         opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
-        meta = CheckpointMeta(model_config={}, stage="pretrain", preset=preset.name, step=position["step"],
-                              epoch=position["epoch"], categories=categories, data_manifest_hash=manifest,
-                              encoder_init=encoder_init, extra={"parents": parents, "world_size": world.size,
-                                                                "nonfinite_skipped": run.guard.skipped})
+        meta = run.meta(position, categories, manifest, encoder_init, parents)
         info = {"position": position, "optimizer": opt_info, "scheduler": scheduler.state_dict(),
                 "parents": parents, "encoder_init": encoder_init}
         run.save(network, meta, {**opt_tensors, **rng_to_tensors(generator)}, info, final=final)
@@ -118,10 +115,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
                 run.log(position["step"], {"loss": value, "lr": optimizer.param_groups[0]["lr"], "epoch":
                                            position["epoch"], "images_per_s": rate, "skipped": run.guard.skipped})
                 bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.4f} {rate:.1f} img/s")
-                if position["step"] % cfg.checkpoint_every == 0:
-                    checkpoint()
-                if options.stop_after and steps_this_run >= options.stop_after:
-                    checkpoint()
+                if run.after_step(position["step"], steps_this_run, cfg.checkpoint_every, checkpoint):
                     return run.last
             mean = position["loss_sum"] / max(position["loss_count"], 1)
             scheduler.step(mean)

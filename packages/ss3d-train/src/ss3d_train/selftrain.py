@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import load_preset, section_config
-from ss3d_model import CheckpointMeta, MultiHypothesisCameras, VolumeConfig, pixel_rays, ray_bounds, \
+from ss3d_model import MultiHypothesisCameras, VolumeConfig, pixel_rays, ray_bounds, \
     sample_pixels
 from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, index_categories, make_loader, \
     shard_keys, shards_from
@@ -164,10 +164,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         tensors = {**opt_tensors, **rng_to_tensors(generator), "cameras.raw": cameras.raw.data,
                    "cameras.logits": cameras.logits.data, **pose_opt.state_tensors("cameras.raw_adam"),
                    **prob_opt.state_tensors("cameras.logits_adam")}
-        meta = CheckpointMeta(model_config={}, stage="selftrain", preset=preset.name, step=position["step"],
-                              epoch=position["epoch"], categories=[category], data_manifest_hash=manifest,
-                              encoder_init=encoder_init, extra={"parents": parents, "world_size": world.size,
-                                                                "nonfinite_skipped": run.guard.skipped})
+        meta = run.meta(position, [category], manifest, encoder_init, parents)
         info = {"position": position, "optimizer": opt_info, "parents": parents, "encoder_init": encoder_init,
                 "keys": keys}
         run.save(network, meta, tensors, info, final=final)
@@ -236,10 +233,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                                            "skipped": run.guard.skipped})
                 bar.update(task, advance=1, status=f"epoch {position['epoch']} {'joint' if joint else 'cameras'} "
                                                    f"loss {value:.4f} top-p {top:.2f} {rate:.1f} img/s")
-                if position["step"] % cfg.checkpoint_every == 0:
-                    checkpoint()
-                if options.stop_after and steps_this_run >= options.stop_after:
-                    checkpoint()
+                if run.after_step(position["step"], steps_this_run, cfg.checkpoint_every, checkpoint):
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
     checkpoint(final=True)
