@@ -17,6 +17,13 @@ selftrain_categories := env_var_or_default("SS3D_SELFTRAIN", "bottle,armchair")
 heldout_categories := env_var_or_default("SS3D_HELDOUT", "vase,box")
 max_train := env_var_or_default("SS3D_MAX_TRAIN", "12")
 max_test := env_var_or_default("SS3D_MAX_TEST", "3")
+# The quality benchmark's roles: more self-training categories (their order is the order experts join the
+# zero-shot sweep), more held-out categories, more instances.
+bench_data := env_var_or_default("SS3D_BENCH_DATA", "shards/bench")
+bench_runs := env_var_or_default("SS3D_BENCH_RUNS", "runs/bench")
+bench_selftrain := env_var_or_default("SS3D_BENCH_SELFTRAIN", "plant,person,armchair,bottle")
+bench_heldout := env_var_or_default("SS3D_BENCH_HELDOUT", "vase,box,animal,motorbike,window")
+bench_out := env_var_or_default("SS3D_BENCH_OUT", "docs/benchmark")
 
 # list recipes
 default:
@@ -51,7 +58,7 @@ meshes:
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl \
       --categories {{pretrain_categories}} --max-train {{max_train}} --max-val 0 --max-test 0
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/selftrain.jsonl \
-      --categories {{selftrain_categories}} --max-val 0 --max-test 0
+      --categories {{selftrain_categories}} --max-train {{max_train}} --max-val 0 --max-test 0
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/test.jsonl \
       --categories "$all" --max-train 0 --max-val 0 --max-test {{max_test}} --allow-missing
 
@@ -89,14 +96,14 @@ selftrain:
         --out $out --name expert-$category --preset {{preset}} $resume
     done
 
-# stage 3: distill every expert and the synthetic-only model into one unified model
-distill:
+# stage 3: distill experts (default: one per self-training category) and the synthetic-only model into one model
+distill experts=selftrain_categories out=(runs / "distill"):
     #!/usr/bin/env bash
     set -euo pipefail
-    out={{runs}}/distill
+    out={{out}}
     [ -s $out/distill.safetensors ] && { echo "distill: done ($out/distill.safetensors)"; exit 0; }
     args=()
-    for category in $(echo {{selftrain_categories}} | tr ',' ' '); do
+    for category in $(echo {{experts}} | tr ',' ' '); do
       args+=(--expert "$category={{runs}}/expert-$category/expert-$category.safetensors")
       args+=(--collections "{{data}}/shards/train/wild-$category-*.tar")
     done
@@ -109,22 +116,58 @@ eval:
     #!/usr/bin/env bash
     set -euo pipefail
     res={{runs}}/results
-    for metric in iou chamfer; do
-      ss3d-eval $metric --shards "{{data}}/shards/test" --manifest {{data}}/test.jsonl --preset {{preset}} --out $res \
-        --checkpoint {{runs}}/pretrain/pretrain.safetensors --label synthetic-only \
-        --checkpoint {{runs}}/distill/distill.safetensors --label distilled --save-meshes
-      for category in $(echo {{selftrain_categories}} | tr ',' ' '); do
-        ss3d-eval $metric --shards "{{data}}/shards/test/test-$category-*.tar" --manifest {{data}}/test.jsonl \
-          --preset {{preset}} --out $res/experts-$category --label experts --save-meshes \
-          --checkpoint {{runs}}/expert-$category/expert-$category.safetensors
-      done
+    just="{{just_executable()}} --justfile {{justfile()}} --working-directory $PWD"
+    $just score {{runs}}/pretrain/pretrain.safetensors synthetic-only "{{data}}/shards/test" $res
+    $just score {{runs}}/distill/distill.safetensors distilled "{{data}}/shards/test" $res
+    for category in $(echo {{selftrain_categories}} | tr ',' ' '); do
+      $just score {{runs}}/expert-$category/expert-$category.safetensors experts \
+        "{{data}}/shards/test/test-$category-*.tar" $res/experts-$category
     done
     ss3d-eval table $res/*.jsonl $res/experts-*/*.jsonl --markdown $res/tables.md --json $res/tables.json
+
+# IoU and Chamfer of one checkpoint on test shards, as <out>/<label>.{iou,chamfer}.jsonl (finished rows are kept)
+score checkpoint label shards out:
+    for metric in iou chamfer; do \
+      ss3d-eval $metric --shards "{{shards}}" --manifest {{data}}/test.jsonl --preset {{preset}} --out {{out}} \
+        --checkpoint {{checkpoint}} --label {{label}} --save-meshes; \
+    done
 
 # the visual report: input, ground truth and every method's mesh per test image, in one HTML file
 report:
     ss3d-eval report {{runs}}/results/*.iou.jsonl {{runs}}/results/experts-*/*.iou.jsonl \
       --shards "{{data}}/shards/test" --manifest {{data}}/test.jsonl --out {{runs}}/results/report.html --preset {{preset}}
+
+# Tables go to $SS3D_BENCH_OUT (docs/benchmark)/{quality,zero-shot}.{md,json}; runs stay in $SS3D_BENCH_RUNS.
+# Zero-shot sweep: held-out categories scored as the distilled experts grow (0 = synthetic-only, then 1..N).
+# the offline quality benchmark, the paper's Tables 2-4 at this preset's scale (about an hour on 2 cores with cpu)
+bench-quality:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export SS3D_DATA={{bench_data}} SS3D_RUNS={{bench_runs}} SS3D_SELFTRAIN={{bench_selftrain}} \
+      SS3D_HELDOUT={{bench_heldout}} SS3D_MAX_TRAIN=${SS3D_MAX_TRAIN:-24} SS3D_MAX_TEST=${SS3D_MAX_TEST:-6}
+    just="{{just_executable()}} --justfile {{justfile()}} --working-directory $PWD"
+    $just data pretrain selftrain
+    $just distill
+    $just eval
+    runs={{bench_runs}}; zs=$runs/zero-shot; experts=(); labels=(synthetic-only)
+    for category in $(echo {{bench_heldout}} | tr ',' ' '); do
+      $just score $runs/pretrain/pretrain.safetensors synthetic-only "{{bench_data}}/shards/test/test-$category-*.tar" \
+        $zs/$category
+    done
+    for category in $(echo {{bench_selftrain}} | tr ',' ' '); do
+      experts+=($category); n=${#experts[@]}; labels+=(distilled-$n)
+      out=$runs/distill; [ "$n" -lt $(echo {{bench_selftrain}} | tr ',' ' ' | wc -w) ] && out=$runs/distill-$n
+      $just distill "$(IFS=,; echo "${experts[*]}")" $out
+      for heldout in $(echo {{bench_heldout}} | tr ',' ' '); do
+        $just score $out/distill.safetensors distilled-$n "{{bench_data}}/shards/test/test-$heldout-*.tar" $zs/$heldout
+      done
+    done
+    mkdir -p {{bench_out}}
+    ss3d-eval table $runs/results/*.jsonl $runs/results/experts-*/*.jsonl \
+      --markdown {{bench_out}}/quality.md --json {{bench_out}}/quality.json
+    files=(); for label in "${labels[@]}"; do files+=($zs/*/$label.*.jsonl); done
+    ss3d-eval table "${files[@]}" --markdown {{bench_out}}/zero-shot.md --json {{bench_out}}/zero-shot.json
+    echo "ss3d bench-quality done (preset {{preset}}): {{bench_out}}/quality.md, {{bench_out}}/zero-shot.md"
 
 # speed figures of every package (prints; no assertions)
 bench:

@@ -73,6 +73,29 @@ def test_sample_depths_uniform():
     torch.testing.assert_close(t[0, 0], torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0]))
 
 
+def test_stratified_depths_fall_one_per_bin_and_render_the_same_opacity_on_average(tiny_volume):
+    near, far = torch.tensor([[1.0]]), torch.tensor([[3.0]])
+    jitter = torch.tensor([[[0.0, 0.5, 0.999, 0.25]]])
+    t = sample_depths(near, far, 4, jitter)
+    torch.testing.assert_close(t[0, 0], torch.tensor([1.0, 1.75, 2.4995, 2.625]))
+    # A thin sphere (chord 0.2 through its centre) spans under two sampling steps: fixed depths over- or
+    # under-count it depending on where they fall; stratified depths estimate its optical depth without bias.
+    sigma, radius, rays = 3.0, 0.1, 4000
+    origins = torch.tensor([0.0, -2.0, 0.0]).expand(1, rays, 3)
+    directions = torch.tensor([0.0, 1.0, 0.0]).expand(1, rays, 3)
+    near, far = ray_bounds(origins, tiny_volume)
+    generator = torch.Generator().manual_seed(0)
+    for samples in (13, 16):
+        fixed, _ = render_rays(ConstantSphere(sigma, radius), torch.zeros(1, 1), origins, directions, near, far,
+                               samples, last_interval=None)
+        jitter = torch.rand(1, rays, samples, generator=generator)
+        stratified, _ = render_rays(ConstantSphere(sigma, radius), torch.zeros(1, 1), origins, directions, near, far,
+                                    samples, last_interval=None, jitter=jitter)
+        depth = -torch.log1p(-stratified).mean().item()
+        assert abs(depth - sigma * 2 * radius) < 0.02
+        assert abs(-torch.log1p(-fixed).mean().item() - sigma * 2 * radius) > 0.1
+
+
 def test_ray_bounds(tiny_volume):
     near, far = ray_bounds(torch.tensor([[[0.0, -2.0, 0.0], [0.3, 0.0, 0.4]]]), tiny_volume)
     torch.testing.assert_close(near, torch.tensor([[1.1, 0.0]]))

@@ -21,7 +21,7 @@ from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwor
     intrinsics_matrix, look_at, sample_pixels
 from ss3d_train.distill import DistillConfig, distill_loss, sample_points
 from ss3d_train.distributed import World
-from ss3d_train.objectives import RenderObjective, gather_pixels, render_training_rays
+from ss3d_train.objectives import RenderObjective, depth_jitter, gather_pixels, render_training_rays
 from ss3d_train.pretrain import PretrainConfig, _pretrain_loss
 from ss3d_train.selftrain import SelftrainConfig, hypothesis_rays, per_hypothesis_loss
 from ss3d_train.sparse_adam import SparseRowAdam
@@ -118,8 +118,9 @@ def main() -> None:
         for _ in range(st.camera_steps_per_step):
             pixels = sample_pixels(b, st.rays_per_hypothesis, sup, g)
             rays = hypothesis_rays(cams, index, pixels, volume, detach=False)
+            jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, g, device)
             pm, pc = render_training_rays(network, z, rays["origins"], rays["directions"], rays["near"], rays["far"],
-                                         volume.samples_per_ray)
+                                         volume.samples_per_ray, jitter)
             losses = per_hypothesis_loss(pm, pc, gather_pixels(mask, pixels), gather_pixels(rgb, pixels),
                                          st.hypotheses, st)
             (grad,) = torch.autograd.grad(losses.mean(1).sum(), cams.raw)
@@ -128,7 +129,8 @@ def main() -> None:
         prob_opt.step(index, grad[index])
         pixels = sample_pixels(b, st.rays_per_hypothesis, sup, g)
         rays = hypothesis_rays(cams, index, pixels, volume, detach=True)
-        pm, pc = objective(images, rays["origins"], rays["directions"], rays["near"], rays["far"])
+        jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, g, device)
+        pm, pc = objective(images, rays["origins"], rays["directions"], rays["near"], rays["far"], jitter)
         loss = (cams.probabilities(index).detach() * per_hypothesis_loss(
             pm, pc, gather_pixels(mask, pixels), gather_pixels(rgb, pixels), st.hypotheses, st)).sum(1).mean()
         optimizer.zero_grad()

@@ -25,9 +25,13 @@ def ray_bounds(origins: Tensor, volume: VolumeConfig) -> tuple[Tensor, Tensor]:
     return near, distance + volume.ray_half_depth
 
 
-def sample_depths(near: Tensor, far: Tensor, samples: int) -> Tensor:
-    """near, far [B, R] -> t [B, R, S], uniform and deterministic, both ends included."""
-    steps = torch.linspace(0.0, 1.0, samples, dtype=near.dtype, device=near.device)
+def sample_depths(near: Tensor, far: Tensor, samples: int, jitter: Tensor | None = None) -> Tensor:
+    """near, far [B, R] -> t [B, R, S], uniform: deterministic with both ends included, or stratified with
+    ``jitter`` [B, R, S] in [0, 1) (one sample at a random place inside each of S equal bins of [near, far])."""
+    if jitter is None:
+        steps = torch.linspace(0.0, 1.0, samples, dtype=near.dtype, device=near.device)
+    else:
+        steps = (torch.arange(samples, dtype=near.dtype, device=near.device) + jitter) / samples
     return near.unsqueeze(-1) + (far - near).unsqueeze(-1) * steps
 
 
@@ -53,16 +57,17 @@ def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor, last_interv
 
 
 def render_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                samples: int, last_interval: float | None = _LAST_INTERVAL) -> tuple[Tensor, Tensor]:
+                samples: int, last_interval: float | None = _LAST_INTERVAL, jitter: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
     """Render rays of each object through ``network.decode``.
 
     network: a :class:`~ss3d_model.network.ReconstructionNetwork` (anything with ``decode(z, points)``);
     z [B, Z]; origins, directions [B, R, 3] (unit directions); near, far [B, R]; samples S per ray
     -> mask [B, R] in [0, 1], rgb [B, R, 3] (black background). One decoder call over B x (R*S) points.
-    ``last_interval`` as in :func:`composite`.
+    ``last_interval`` as in :func:`composite`; ``jitter`` as in :func:`sample_depths` (stratified samples).
     """
     b, r, _ = origins.shape
-    depths = sample_depths(near, far, samples)                                       # [B, R, S]
+    depths = sample_depths(near, far, samples, jitter)                                       # [B, R, S]
     points = origins.unsqueeze(2) + directions.unsqueeze(2) * depths.unsqueeze(-1)   # [B, R, S, 3]
     sigma_raw, rgb_logits = network.decode(z, points.reshape(b, r * samples, 3))
     mask, rgb, _ = composite(sigma_raw.view(b, r, samples), rgb_logits.view(b, r, samples, 3), depths,

@@ -26,7 +26,7 @@ from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, l
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, data_manifest_hash, make_loader, \
     index_categories, shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, optimizer_from_tensors, \
     optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
 from ss3d_train.objectives import FieldObjective, build_student, load_teacher
 
@@ -161,7 +161,6 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     syn_stream = synthetic_batches() if syn is not None else None
     side_focal = (float(render["focal_px"]), int(render["image_size"]))
     distance_range = [float(x) for x in render["distance_range"]]
-    steps_this_run = 0
     with stage_progress(world) as bar:
         task = bar.add_task("distill", total=None, status="")
         while position["epoch"] < epochs:
@@ -187,21 +186,13 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
                         t_sigma[sel], t_rgb[sel] = sigma, rgb
                 s_sigma, s_rgb = objective(images, points)
                 loss = distill_loss(s_sigma, s_rgb, t_sigma, t_rgb)
-                optimizer.zero_grad(set_to_none=True)
-                if not run.guard.ok(finite_everywhere(world, loss), position["step"]):
+                if not run.update(optimizer, loss, position["step"]):
                     continue
-                loss.backward()
-                optimizer.step()
-                position["step"] += 1
-                steps_this_run += 1
                 value = float(all_mean(world, loss.detach().reshape(1)).item())
-                seconds = max(time.perf_counter() - started, 1e-9)
-                rate = images.shape[0] * world.size / seconds
-                run.log(position["step"], {"loss": value, "epoch": position["epoch"], "images_per_s": rate,
-                                           "points_per_s": rate * cfg.points_per_image,
-                                           "skipped": run.guard.skipped})
+                rate = images_per_second(images.shape[0] * world.size, started)
                 bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.5f} {rate:.1f} img/s")
-                if run.after_step(position["step"], steps_this_run, cfg.checkpoint_every, checkpoint):
+                values = {"loss": value, "images_per_s": rate, "points_per_s": rate * cfg.points_per_image}
+                if run.end_step(position, values, cfg.checkpoint_every, checkpoint):
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
     checkpoint(final=True)

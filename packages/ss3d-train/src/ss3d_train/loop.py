@@ -129,6 +129,11 @@ def epoch_batches(loader, world: World, skip: int) -> Iterator[tuple[int, dict[s
         index += 1
 
 
+def images_per_second(images: int, started: float) -> float:
+    """Throughput of a step that began at ``started`` (``time.perf_counter()``)."""
+    return images / max(time.perf_counter() - started, 1e-9)
+
+
 def weights_fingerprint(network: torch.nn.Module) -> str:
     """sha256 of every tensor of the state dict (names, dtypes, bytes): equal only for bit-identical weights."""
     digest = hashlib.sha256()
@@ -161,6 +166,7 @@ class StageRun:
         self.last = self.out / "last.safetensors"
         self.final = self.out / f"{options.name or stage}.safetensors"
         self.guard = NonFiniteGuard(options.max_nonfinite)
+        self.steps_this_run = 0  # optimiser steps taken by this process (--stop-after counts these)
         self.metrics: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         self.writer = None
@@ -225,11 +231,27 @@ class StageRun:
                               encoder_init=encoder_init, extra={"parents": parents, "world_size": self.world.size,
                                                                 "nonfinite_skipped": self.guard.skipped})
 
-    def after_step(self, step: int, steps_this_run: int, every: int, checkpoint: Callable[[], None]) -> bool:
-        """The periodic checkpoint after an optimiser step; True (after a checkpoint) when --stop-after is reached."""
+    def update(self, optimizer: torch.optim.Optimizer, loss: Tensor, step: int) -> bool:
+        """One guarded optimiser update; False, with nothing changed, when the loss is NaN/Inf on any rank (every
+        rank then skips the batch together)."""
+        optimizer.zero_grad(set_to_none=True)
+        if not self.guard.ok(finite_everywhere(self.world, loss), step):
+            return False
+        loss.backward()
+        optimizer.step()
+        return True
+
+    def end_step(self, position: dict[str, Any], values: dict[str, float], every: int,
+                 checkpoint: Callable[[], None]) -> bool:
+        """Count a finished step, log ``values`` and take the periodic checkpoint; True (after a checkpoint) when
+        --stop-after is reached."""
+        position["step"] += 1
+        self.steps_this_run += 1
+        step = position["step"]
+        self.log(step, {**values, "epoch": position["epoch"], "skipped": self.guard.skipped})
         if step % every == 0:
             checkpoint()
-        if self.options.stop_after and steps_this_run >= self.options.stop_after:
+        if self.options.stop_after and self.steps_this_run >= self.options.stop_after:
             checkpoint()
             return True
         return False

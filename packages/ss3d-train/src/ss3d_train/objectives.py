@@ -72,17 +72,26 @@ def supervised_rays(intrinsics: Tensor, cam2world: Tensor, rgb: Tensor, mask: Te
             "target_rgb": gather_pixels(rgb, pixels), "target_mask": gather_pixels(mask, pixels)}
 
 
-def render_training_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                         samples: int) -> tuple[Tensor, Tensor]:
-    """``ss3d_model.render_rays`` with ``last_interval=None`` (the last sample gets the sampling step, not 1e10).
+def depth_jitter(rays_shape: torch.Size, samples: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    """Stratified-sample offsets [*rays_shape, S] in [0, 1), drawn from the stage's generator (resumable)."""
+    return torch.rand(*rays_shape, samples, generator=generator).to(device)
 
-    Why: the background is black and empty, so nothing lies beyond ``far``. With a 1e10 last interval any positive
-    density at the last sample makes the ray fully opaque with exactly zero gradient, and at initialisation about
-    a third of all rays are stuck that way; measured here, pretraining then drifted towards all-opaque masks
-    instead of reducing its loss. z [B, Z]; origins, directions [B, R, 3]; near, far [B, R] -> mask [B, R],
-    rgb [B, R, 3].
+
+def render_training_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+                         samples: int, jitter: Tensor) -> tuple[Tensor, Tensor]:
+    """``ss3d_model.render_rays`` with stratified samples and ``last_interval=None``.
+
+    Stratified samples (``jitter`` from :func:`depth_jitter`, one sample at a random depth in each of S bins): with
+    fixed depths the field is only ever supervised at S points per ray, so between them it is free, and the
+    marching-cubes surface of short runs came out as crumpled noise; random depths supervise the whole ray.
+
+    ``last_interval=None``: the background is black and empty, so nothing lies beyond ``far``. With a 1e10 last
+    interval any positive density at the last sample makes the ray fully opaque with exactly zero gradient, and at
+    initialisation about a third of all rays are stuck that way; measured here, pretraining then drifted towards
+    all-opaque masks instead of reducing its loss. z [B, Z]; origins, directions [B, R, 3]; near, far [B, R];
+    jitter [B, R, S] -> mask [B, R], rgb [B, R, 3].
     """
-    return render_rays(network, z, origins, directions, near, far, samples, last_interval=None)
+    return render_rays(network, z, origins, directions, near, far, samples, last_interval=None, jitter=jitter)
 
 
 class RenderObjective(nn.Module):
@@ -92,11 +101,12 @@ class RenderObjective(nn.Module):
         super().__init__()
         self.network, self.samples = network, samples_per_ray
 
-    def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor
-                ) -> tuple[Tensor, Tensor]:
-        """images [B, 3, S, S]; origins, directions [B, R, 3]; near, far [B, R] -> mask [B, R], rgb [B, R, 3]."""
+    def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+                jitter: Tensor) -> tuple[Tensor, Tensor]:
+        """images [B, 3, S, S]; origins, directions [B, R, 3]; near, far [B, R]; jitter [B, R, samples]
+        -> mask [B, R], rgb [B, R, 3]."""
         z = self.network.encode(images)
-        return render_training_rays(self.network, z, origins, directions, near, far, self.samples)
+        return render_training_rays(self.network, z, origins, directions, near, far, self.samples, jitter)
 
 
 class FieldObjective(nn.Module):

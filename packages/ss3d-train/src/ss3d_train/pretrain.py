@@ -20,9 +20,9 @@ from ss3d_model import VolumeConfig
 from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, \
     shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, optimizer_from_tensors, \
     optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
-from ss3d_train.objectives import RenderObjective, build_student, render_loss, supervised_rays
+from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, render_loss, supervised_rays
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,6 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
                 "parents": parents, "encoder_init": encoder_init}
         run.save(network, meta, {**opt_tensors, **rng_to_tensors(generator)}, info, final=final)
 
-    steps_this_run = 0
     with stage_progress(world) as bar:
         task = bar.add_task("pretrain", total=None, status="")
         while position["epoch"] < epochs:
@@ -100,22 +99,15 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
                 started = time.perf_counter()
                 loss = _pretrain_loss(objective, batch, cfg, volume, generator, world)
                 position["batch"] = index + 1
-                optimizer.zero_grad(set_to_none=True)
-                if not run.guard.ok(finite_everywhere(world, loss), position["step"]):
+                if not run.update(optimizer, loss, position["step"]):
                     continue
-                loss.backward()
-                optimizer.step()
-                position["step"] += 1
-                steps_this_run += 1
                 value = float(all_mean(world, loss.detach().reshape(1)).item())
                 position["loss_sum"] += value
                 position["loss_count"] += 1
-                images = cfg.batch_size * world.size
-                rate = images / max(time.perf_counter() - started, 1e-9)
-                run.log(position["step"], {"loss": value, "lr": optimizer.param_groups[0]["lr"], "epoch":
-                                           position["epoch"], "images_per_s": rate, "skipped": run.guard.skipped})
+                rate = images_per_second(cfg.batch_size * world.size, started)
                 bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.4f} {rate:.1f} img/s")
-                if run.after_step(position["step"], steps_this_run, cfg.checkpoint_every, checkpoint):
+                values = {"loss": value, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
+                if run.end_step(position, values, cfg.checkpoint_every, checkpoint):
                     return run.last
             mean = position["loss_sum"] / max(position["loss_count"], 1)
             scheduler.step(mean)
@@ -136,8 +128,9 @@ def _pretrain_loss(objective, batch: dict[str, Any], cfg: PretrainConfig, volume
                            rgb.reshape(b * k, s, s, 3), mask.reshape(b * k, s, s), cfg.rays_per_view, volume,
                            generator)
     per_object = {name: value.reshape(b, k * cfg.rays_per_view, *value.shape[2:]) for name, value in rays.items()}
+    jitter = depth_jitter(per_object["near"].shape, volume.samples_per_ray, generator, device)
     pred_mask, pred_rgb = objective(batch["input"].to(device), per_object["origins"], per_object["directions"],
-                                    per_object["near"], per_object["far"])
+                                    per_object["near"], per_object["far"], jitter)
     return render_loss(pred_mask, pred_rgb, per_object["target_mask"], per_object["target_rgb"], cfg.mask_weight,
                        cfg.colour_weight)
 

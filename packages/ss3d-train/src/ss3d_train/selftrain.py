@@ -31,9 +31,10 @@ from ss3d_model import MultiHypothesisCameras, VolumeConfig, pixel_rays, ray_bou
 from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, index_categories, make_loader, \
     shard_keys, shards_from
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, optimizer_from_tensors, \
-    optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
-from ss3d_train.objectives import RenderObjective, build_student, gather_pixels, render_loss, render_training_rays
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, images_per_second, \
+    optimizer_from_tensors, optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
+from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, gather_pixels, render_loss, \
+    render_training_rays
 from ss3d_train.sparse_adam import SparseRowAdam
 
 
@@ -172,12 +173,12 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
     def camera_losses(z: Tensor, indices: Tensor, rgb: Tensor, mask: Tensor) -> Tensor:
         pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size, generator).to(world.device)
         rays = hypothesis_rays(cameras, indices, pixels, volume, detach=False)
+        jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, generator, world.device)
         pred_mask, pred_rgb = render_training_rays(network, z, rays["origins"], rays["directions"], rays["near"],
-                                          rays["far"], volume.samples_per_ray)
+                                                   rays["far"], volume.samples_per_ray, jitter)
         return per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels), gather_pixels(rgb, pixels),
                                    k_hyp, cfg)
 
-    steps_this_run = 0
     with stage_progress(world) as bar:
         task = bar.add_task(f"selftrain {category}", total=None, status="")
         while position["epoch"] < epochs:
@@ -212,28 +213,22 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                     pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size,
                                            generator).to(world.device)
                     rays = hypothesis_rays(cameras, indices, pixels, volume, detach=True)
+                    jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, generator, world.device)
                     pred_mask, pred_rgb = objective(images, rays["origins"], rays["directions"], rays["near"],
-                                                    rays["far"])
+                                                    rays["far"], jitter)
                     per_hyp = per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels),
                                                   gather_pixels(rgb, pixels), k_hyp, cfg)
                     loss = (cameras.probabilities(indices).detach() * per_hyp).sum(1).mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    if not run.guard.ok(finite_everywhere(world, loss), position["step"]):
+                    if not run.update(optimizer, loss, position["step"]):
                         continue
-                    loss.backward()
-                    optimizer.step()
                     loss_value = loss.detach()
-                position["step"] += 1
-                steps_this_run += 1
                 value = float(all_mean(world, loss_value.reshape(1)).item())
                 top = float(all_mean(world, probs.detach().max(1).values.mean().reshape(1)).item())
-                rate = indices.shape[0] * world.size / max(time.perf_counter() - started, 1e-9)
-                run.log(position["step"], {"loss": value, "top_probability": top, "joint": int(joint),
-                                           "epoch": position["epoch"], "images_per_s": rate,
-                                           "skipped": run.guard.skipped})
+                rate = images_per_second(indices.shape[0] * world.size, started)
                 bar.update(task, advance=1, status=f"epoch {position['epoch']} {'joint' if joint else 'cameras'} "
                                                    f"loss {value:.4f} top-p {top:.2f} {rate:.1f} img/s")
-                if run.after_step(position["step"], steps_this_run, cfg.checkpoint_every, checkpoint):
+                values = {"loss": value, "top_probability": top, "joint": int(joint), "images_per_s": rate}
+                if run.end_step(position, values, cfg.checkpoint_every, checkpoint):
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
     checkpoint(final=True)
