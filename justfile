@@ -108,7 +108,9 @@ distill experts=selftrain_categories out=(runs / "distill"):
       args+=(--collections "{{data}}/shards/train/wild-$category-*.tar")
     done
     resume=""; [ -s $out/last.safetensors ] && resume="--resume"
+    # The student starts from the synthetic-only model: the paper distils at lr 1e-6, which only a warm start allows.
     ss3d-train distill --out $out "${args[@]}" --synthetic {{runs}}/pretrain/pretrain.safetensors \
+      --init {{runs}}/pretrain/pretrain.safetensors \
       --synthetic-shards "{{data}}/shards/train/synthetic-views-*.tar" --preset {{preset}} $resume
 
 # evaluate synthetic-only, category experts (each on its own category) and distilled on the held-out test images

@@ -6,7 +6,7 @@ from ss3d_data import Ss3dError, available_presets, load_preset, section_config
 
 
 def test_named_presets_exist_and_inherit_every_key():
-    assert {"paper", "cpu", "tiny"} <= set(available_presets())
+    assert {"paper", "cpu", "mini", "tiny"} <= set(available_presets())
     paper = load_preset("paper")
     for name in ("cpu", "tiny"):
         preset = load_preset(name)

@@ -61,6 +61,26 @@ def test_student_approaches_its_teachers(tmp_path, teachers, collection_dirs, vi
 
 
 @pytest.mark.slow
+def test_a_warm_started_student_begins_at_its_init_checkpoint(tmp_path, teachers, collection_dirs, views_dir,
+                                                              small_preset):
+    experts = {"box": teachers["box"], "ball": teachers["ball"]}
+    collections = [str(d) for d in collection_dirs.values()]
+    kw = dict(synthetic=teachers["synthetic"], synthetic_shards=[str(views_dir)], init=teachers["synthetic"])
+    warm = distill(collections, experts, RunOptions(out=tmp_path / "warm", preset=str(small_preset), stop_after=1),
+                   **kw)
+    cold = distill(collections, experts, RunOptions(out=tmp_path / "cold", preset=str(small_preset), stop_after=1),
+                   synthetic=teachers["synthetic"], synthetic_shards=[str(views_dir)])
+    init = dict(load_network(teachers["synthetic"])[0].named_parameters())
+    # one Adam step moves every weight by about the learning rate: far closer to the init than a fresh network is
+    # (parameters only: batch-norm running statistics move with every forward pass in training mode)
+    for path, near in ((warm, True), (cold, False)):
+        weights = dict(load_network(path)[0].named_parameters())
+        gap = max(float((weights[k] - init[k]).abs().max()) for k in init)
+        assert (gap < 0.01) == near, (path, gap)
+    assert read_checkpoint_meta(warm).extra["parents"]["student-init"] == str(teachers["synthetic"])
+
+
+@pytest.mark.slow
 def test_distill_resume_is_exact(tmp_path, teachers, collection_dirs, views_dir, small_preset):
     experts = {"box": teachers["box"], "ball": teachers["ball"]}
     collections = [str(d) for d in collection_dirs.values()]

@@ -111,18 +111,21 @@ def distill_command(
     synthetic_shards: Annotated[list[str] | None, typer.Option("--synthetic-shards", help="'views' shards taught "
                                                                                          "by --synthetic; repeat.")]
     = None,
+    init: Annotated[Path | None, typer.Option("--init", help="The student's starting weights (e.g. the synthetic-"
+                                                              "only model); default: a fresh network from the "
+                                                              "preset.")] = None,
     preset: PresetOpt = None, name: NameOpt = "", resume: ResumeOpt = False, seed: SeedOpt = 0,
     workers: WorkersOpt = 0, device: DeviceOpt = "auto", stop_after: StopOpt = 0, epochs: EpochsOpt = 0,
     max_nonfinite: NonFiniteOpt = 5,
 ) -> None:
-    """Distil all category experts (and the synthetic-only model) into one fresh unified student."""
+    """Distil all category experts (and the synthetic-only model) into one unified student."""
     from ss3d_train.distill import distill
 
     options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite,
                        expert=expert, collections=collections, synthetic=synthetic,
-                       synthetic_shards=synthetic_shards)
+                       synthetic_shards=synthetic_shards, init=init)
     _done(distill(collections, parse_experts(expert), options, synthetic=synthetic,
-                  synthetic_shards=synthetic_shards))
+                  synthetic_shards=synthetic_shards, init=init))
 
 
 def main() -> None:

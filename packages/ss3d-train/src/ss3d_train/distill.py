@@ -77,18 +77,24 @@ def random_cameras(count: int, focal_px: float, side: int, distance_range: list[
     return look_at(elevation, azimuth, distance), intrinsics_matrix(focal_px, side).expand(count, 3, 3)
 
 
+STUDENT_INIT = "student-init"  # the parents entry naming the checkpoint the student started from
+
+
 def distill(collections: list[str], experts: dict[str, str | Path], options: RunOptions,
-            synthetic: str | Path | None = None, synthetic_shards: list[str] | None = None) -> Path:
-    """Distil ``experts`` (category -> checkpoint) and optionally the synthetic-only model into a fresh student."""
+            synthetic: str | Path | None = None, synthetic_shards: list[str] | None = None,
+            init: str | Path | None = None) -> Path:
+    """Distil ``experts`` (category -> checkpoint) and optionally the synthetic-only model into one student: a fresh
+    network from the preset, or the checkpoint ``init`` (its architecture from the file)."""
     world = setup_world(options.device)
     try:
-        return _distill(collections, experts, options, synthetic, synthetic_shards, world)
+        return _distill(collections, experts, options, synthetic, synthetic_shards, init, world)
     finally:
         teardown_world(world)
 
 
 def _distill(collection_specs: list[str], experts: dict[str, str | Path], options: RunOptions,
-             synthetic: str | Path | None, synthetic_specs: list[str] | None, world: World) -> Path:
+             synthetic: str | Path | None, synthetic_specs: list[str] | None, init: str | Path | None,
+             world: World) -> Path:
     preset = load_preset(options.preset)
     cfg = section_config(DistillConfig, preset.section("distill"), "distill")
     data = preset.section("data")
@@ -104,9 +110,10 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     teachers: dict[str, ReconstructionNetwork] = {c: load_teacher(p, world.device) for c, p in experts.items()}
     if synthetic is not None:
         teachers[SYNTHETIC] = load_teacher(synthetic, world.device)
-    student, encoder_init, _ = build_student(preset, None, options.seed)
+    student, encoder_init, _ = build_student(preset, init, options.seed)
     student.to(world.device)
-    parents = {c: str(p) for c, p in experts.items()} | ({SYNTHETIC: str(synthetic)} if synthetic else {})
+    parents = {c: str(p) for c, p in experts.items()} | ({SYNTHETIC: str(synthetic)} if synthetic else {}) \
+        | ({STUDENT_INIT: str(init)} if init else {})
     input_size = student.config.input_size
     threshold = float(data["mask_threshold"])
 
