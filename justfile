@@ -146,7 +146,7 @@ bench-quality:
     #!/usr/bin/env bash
     set -euo pipefail
     export SS3D_DATA={{bench_data}} SS3D_RUNS={{bench_runs}} SS3D_SELFTRAIN={{bench_selftrain}} \
-      SS3D_HELDOUT={{bench_heldout}} SS3D_MAX_TRAIN=${SS3D_MAX_TRAIN:-24} SS3D_MAX_TEST=${SS3D_MAX_TEST:-6}
+      SS3D_HELDOUT={{bench_heldout}} SS3D_MAX_TRAIN=${SS3D_MAX_TRAIN:-16} SS3D_MAX_TEST=${SS3D_MAX_TEST:-6}
     just="{{just_executable()}} --justfile {{justfile()}} --working-directory $PWD"
     $just data pretrain selftrain
     $just distill
