@@ -92,8 +92,8 @@ def test_encoder_normalises_inputs(tiny_network):
 
 
 def test_imagenet_weights_loaded_from_a_real_file(tmp_path, tiny_network):
-    reference = torchvision.models.resnet34(weights=None)
-    path = tmp_path / "resnet34.pth"
+    reference = getattr(torchvision.models, tiny_network.config.encoder_arch)(weights=None)
+    path = tmp_path / "trunk.pth"
     torch.save(reference.state_dict(), path)
     assert load_imagenet_encoder(tiny_network, path)
     assert torch.equal(tiny_network.encoder.trunk.conv1.weight, reference.conv1.weight)
@@ -103,9 +103,10 @@ def test_imagenet_cache_lookup(tmp_path, monkeypatch, tiny_network):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert imagenet_weights_path("resnet34") == tmp_path / "hub" / "checkpoints" / "resnet34-b627a593.pth"
     assert not load_imagenet_encoder(tiny_network)  # absent: random init stays, no download
-    cached = imagenet_weights_path("resnet34")
+    arch = tiny_network.config.encoder_arch
+    cached = imagenet_weights_path(arch)
     cached.parent.mkdir(parents=True)
-    torch.save(torchvision.models.resnet34(weights=None).state_dict(), cached)
+    torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), cached)
     assert load_imagenet_encoder(tiny_network)
 
 
@@ -116,8 +117,9 @@ def test_bad_imagenet_files(tmp_path, tiny_network):
     junk.write_bytes(b"not a weights file")
     with pytest.raises(Ss3dError, match="not a readable"):
         load_imagenet_encoder(tiny_network, junk)
-    other = tmp_path / "r18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), other)
+    other = tmp_path / "other.pth"
+    wrong_arch = "resnet50" if tiny_network.config.encoder_arch != "resnet50" else "resnet18"
+    torch.save(getattr(torchvision.models, wrong_arch)(weights=None).state_dict(), other)
     with pytest.raises(Ss3dError):
         load_imagenet_encoder(tiny_network, other)
 

@@ -8,7 +8,8 @@ the threshold are evaluated exactly, and then the region grows: any cell that st
 interpolated corners gets them evaluated, until every straddling cell has exact corners. Marching cubes only looks
 at straddling cells, so wherever the coarse level saw the surface the mesh is the one dense extraction gives; what
 can be missed are only parts that no coarse cell's corners bracket (features thinner than a coarse cell that are
-not connected to the rest of the surface).
+not connected to the rest of the surface). Lattice points on the box's faces that lie inside the surface are evaluated
+exactly as well, since the mesh closes there.
 
 Vertices are in canonical-frame units. The grid is padded with one layer below the threshold so surfaces that touch
 the box close.
@@ -68,6 +69,15 @@ def _straddling_cells(values: Tensor, threshold: float) -> Tensor:
     return some & ~every
 
 
+def _closing_points(values: Tensor, threshold: float) -> Tensor:
+    """bool [n+1]^3: lattice points on the box's faces at or above the threshold. The mesh closes the surface there
+    (against the padding below the threshold), with vertices placed from these values, so they must be exact."""
+    faces = torch.zeros_like(values, dtype=torch.bool)
+    for axis in range(3):
+        faces.index_fill_(axis, torch.tensor([0, values.shape[axis] - 1]), True)
+    return faces & (values >= threshold)
+
+
 def _cell_corners(cells: Tensor) -> Tensor:
     """bool [n]^3 cells -> bool [n+1]^3: lattice points that are a corner of at least one marked cell."""
     n = cells.shape[0]
@@ -116,6 +126,7 @@ def coarse_to_fine_field(field: DensityFn, resolution: int, coarse_resolution: i
             need = _cell_corners(parents.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2))
         else:
             need = torch.zeros_like(exact)
+        need |= _closing_points(values, threshold)
         # Evaluate what the parents asked for, then grow until every straddling cell has exact corners.
         while True:
             need &= ~exact
@@ -127,7 +138,7 @@ def coarse_to_fine_field(field: DensityFn, resolution: int, coarse_resolution: i
             extras[tuple((indices * (resolution // n)).T)] = out[:, 1:]
             evaluations += indices.shape[0]
             exact |= need
-            need = _cell_corners(_straddling_cells(values, threshold))
+            need = _cell_corners(_straddling_cells(values, threshold)) | _closing_points(values, threshold)
         if n == resolution:
             return values, extras, evaluations
 
@@ -156,8 +167,9 @@ def mesh_from_grid(values: Tensor | np.ndarray, threshold: float, box_half_size:
     resolution = grid.shape[0] - 1
     if not grid.max() >= threshold:  # nothing inside (also catches NaN)
         return trimesh.Trimesh()
-    # One layer below the threshold all around, so surfaces touching the box are closed.
-    outside = min(float(grid.min()), threshold) - 1.0
+    # One layer below the threshold all around, so surfaces touching the box are closed. A fixed value (not one
+    # from the grid's minimum) keeps the closing vertices independent of values far away from them.
+    outside = threshold - 1.0
     padded = np.pad(grid, 1, constant_values=outside)
     verts, faces, _, _ = marching_cubes(padded, level=threshold)
     spacing = 2.0 * box_half_size / resolution
