@@ -151,18 +151,19 @@ bench-quality:
     $just data pretrain selftrain
     $just distill
     $just eval
-    runs={{bench_runs}}; zs=$runs/zero-shot; experts=(); labels=(synthetic-only)
-    for category in $(echo {{bench_heldout}} | tr ',' ' '); do
-      $just score $runs/pretrain/pretrain.safetensors synthetic-only "{{bench_data}}/shards/test/test-$category-*.tar" \
-        $zs/$category
-    done
-    for category in $(echo {{bench_selftrain}} | tr ',' ' '); do
-      experts+=($category); n=${#experts[@]}; labels+=(distilled-$n)
-      out=$runs/distill; [ "$n" -lt $(echo {{bench_selftrain}} | tr ',' ' ' | wc -w) ] && out=$runs/distill-$n
-      $just distill "$(IFS=,; echo "${experts[*]}")" $out
-      for heldout in $(echo {{bench_heldout}} | tr ',' ' '); do
-        $just score $out/distill.safetensors distilled-$n "{{bench_data}}/shards/test/test-$heldout-*.tar" $zs/$heldout
+    runs={{bench_runs}}; zs=$runs/zero-shot; selftrain=$(echo {{bench_selftrain}} | tr ',' ' ')
+    score_heldout() {  # LABEL CHECKPOINT: score one model on every held-out category
+      for category in $(echo {{bench_heldout}} | tr ',' ' '); do
+        $just score "$2" "$1" "{{bench_data}}/shards/test/test-$category-*.tar" $zs/$category
       done
+    }
+    score_heldout synthetic-only $runs/pretrain/pretrain.safetensors
+    experts=(); labels=(synthetic-only)
+    for category in $selftrain; do
+      experts+=($category); n=${#experts[@]}; labels+=(distilled-$n)
+      out=$runs/distill-$n; [ "$n" -eq $(echo $selftrain | wc -w) ] && out=$runs/distill  # all experts: `distill`
+      $just distill "$(IFS=,; echo "${experts[*]}")" $out
+      score_heldout distilled-$n $out/distill.safetensors
     done
     mkdir -p {{bench_out}}
     ss3d-eval table $runs/results/*.jsonl $runs/results/experts-*/*.jsonl \

@@ -249,12 +249,10 @@ class StageRun:
         self.steps_this_run += 1
         step = position["step"]
         self.log(step, {**values, "epoch": position["epoch"], "skipped": self.guard.skipped})
-        if step % every == 0:
+        stop = bool(self.options.stop_after) and self.steps_this_run >= self.options.stop_after
+        if stop or step % every == 0:  # one write when both fall on the same step
             checkpoint()
-        if self.options.stop_after and self.steps_this_run >= self.options.stop_after:
-            checkpoint()
-            return True
-        return False
+        return stop
 
     def save(self, network: ReconstructionNetwork, meta: CheckpointMeta, tensors: dict[str, Tensor],
              info: dict[str, Any], final: bool = False) -> None:
