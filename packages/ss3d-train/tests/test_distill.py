@@ -75,7 +75,7 @@ def test_a_warm_started_student_begins_at_its_init_checkpoint(tmp_path, teachers
     # (parameters only: batch-norm running statistics move with every forward pass in training mode)
     for path, near in ((warm, True), (cold, False)):
         weights = dict(load_network(path)[0].named_parameters())
-        gap = max(float((weights[k] - init[k]).abs().max()) for k in init)
+        gap = max(float((weights[k] - init[k]).detach().abs().max()) for k in init)
         assert (gap < 0.01) == near, (path, gap)
     assert read_checkpoint_meta(warm).extra["parents"]["student-init"] == str(teachers["synthetic"])
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ss3d_data.atomic import atomic_write_text
+from ss3d_data.atomic import atomic_link, atomic_write_text
 from ss3d_data.clikit import progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
@@ -265,8 +265,8 @@ class StageRun:
         save_state(state_path(self.last), {**tensors, **weights}, info)
         save_network(self.last, network, meta)
         if final:  # the final checkpoint keeps its state too (self-training cameras live there)
-            save_state(state_path(self.final), {**tensors, **weights}, info)
-            save_network(self.final, network, meta)
+            atomic_link(state_path(self.last), state_path(self.final))
+            atomic_link(self.last, self.final)
         self.flush_metrics()
 
     def finish(self, network: torch.nn.Module) -> None:
