@@ -26,8 +26,7 @@ from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, l
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, data_manifest_hash, make_loader, \
     index_categories, shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, optimizer_from_tensors, \
-    optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, stage_progress
 from ss3d_train.objectives import FieldObjective, build_student, load_teacher
 
 SYNTHETIC = "__synthetic__"  # teacher key of the synthetic-only model
@@ -134,23 +133,18 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(options.seed * 1000 + 2 + world.rank)
     position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "syn_pass": 0, "syn_batch": 0}
-    restored = run.restore()
+    restored = run.restore(student, optimizer, generator)
     if restored is not None:
-        weights, tensors, info = restored
-        student.load_state_dict(weights)
-        optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
-        rng_from_tensors(generator, tensors)
-        position, encoder_init = info["position"], info["encoder_init"]
+        position, encoder_init = restored[1]["position"], restored[1]["encoder_init"]
     objective = wrap_ddp(world, FieldObjective(student))
     manifest = data_manifest_hash(collections + syn_shards)
     # the student learns the experts' categories and, through the synthetic teacher, the synthetic views' ones
     categories = sorted(set(experts) | set(index_categories(syn_shards) if syn_shards else []))
 
     def checkpoint(final: bool = False) -> None:
-        opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
         meta = run.meta(position, categories, manifest, encoder_init, parents)
-        info = {"position": position, "optimizer": opt_info, "encoder_init": encoder_init}
-        run.save(student, meta, {**opt_tensors, **rng_to_tensors(generator)}, info, final=final)
+        info = {"position": position, "encoder_init": encoder_init}
+        run.save(student, optimizer, generator, meta, {}, info, final=final)
 
     def synthetic_batches():
         """Endless synthetic batches; its own pass/position counters make it resumable."""

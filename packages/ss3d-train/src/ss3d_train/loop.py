@@ -188,8 +188,10 @@ class StageRun:
             except Exception:  # not installed (ImportError) or unusable
                 self.writer = None
 
-    def restore(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]] | None:
-        """(network tensors, state tensors, state info) of ``last`` when resuming, else None."""
+    def restore(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+        """When resuming, load ``last``'s weights, optimiser and generator state in place and return the state file's
+        other tensors and its info (position, ...); else None."""
         if not self.options.resume:
             return None
         tensors, info = load_state(state_path(self.last))
@@ -197,14 +199,16 @@ class StageRun:
             raise Ss3dError(f"{self.last} is a {info.get('stage')!r} run, not {self.stage!r}")
         # The state file carries its own copy of the weights, so a kill between the two writes cannot pair
         # weights of one step with the optimiser of another.
-        weights = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
+        network.load_state_dict({k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")})
         tensors = {k: v for k, v in tensors.items() if not k.startswith("network.")}
+        optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
+        rng_from_tensors(generator, tensors)
         metrics = self.out / "metrics.jsonl"
         if metrics.is_file():
             lines = [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()]
             self.metrics = [m for m in lines if m.get("step", 0) <= info["position"]["step"]]
         self.guard.skipped = int(info.get("nonfinite_skipped", 0))
-        return weights, tensors, info
+        return tensors, info
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.world.is_main:
@@ -254,15 +258,18 @@ class StageRun:
             checkpoint()
         return stop
 
-    def save(self, network: ReconstructionNetwork, meta: CheckpointMeta, tensors: dict[str, Tensor],
-             info: dict[str, Any], final: bool = False) -> None:
-        """Write ``last`` (weights + state) and, when ``final``, the stage's named checkpoint. Rank 0 only."""
+    def save(self, network: ReconstructionNetwork, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+             meta: CheckpointMeta, tensors: dict[str, Tensor], info: dict[str, Any], final: bool = False) -> None:
+        """Write ``last`` (weights + optimiser, generator and the stage's own ``tensors`` and ``info``) and, when
+        ``final``, the stage's named checkpoint. Rank 0 only."""
         broadcast_buffers(self.world, network)
         if not self.world.is_main:
             return
-        info = {**info, "stage": self.stage, "nonfinite_skipped": self.guard.skipped}
+        opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
+        info = {**info, "optimizer": opt_info, "stage": self.stage, "nonfinite_skipped": self.guard.skipped}
         weights = {f"network.{k}": v for k, v in network.state_dict().items()}
-        save_state(state_path(self.last), {**tensors, **weights}, info)
+        tensors = {**tensors, **opt_tensors, **rng_to_tensors(generator), **weights}
+        save_state(state_path(self.last), tensors, info)
         save_network(self.last, network, meta)
         if final:  # the final checkpoint keeps its state too (self-training cameras live there)
             atomic_link(state_path(self.last), state_path(self.final))

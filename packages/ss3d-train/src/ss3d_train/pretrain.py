@@ -20,8 +20,7 @@ from ss3d_model import VolumeConfig
 from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, \
     shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, optimizer_from_tensors, \
-    optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, stage_progress
 from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, render_loss, supervised_rays
 
 
@@ -70,13 +69,10 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     generator = torch.Generator().manual_seed(options.seed * 1000 + world.rank)
     position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "loss_sum": 0.0, "loss_count": 0}
 
-    restored = run.restore()
+    restored = run.restore(network, optimizer, generator)
     if restored is not None:
-        weights, tensors, info = restored
-        network.load_state_dict(weights)
-        optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
+        info = restored[1]
         scheduler.load_state_dict(info["scheduler"])
-        rng_from_tensors(generator, tensors)
         position = info["position"]
         parents, encoder_init = info["parents"], info["encoder_init"]
 
@@ -85,11 +81,10 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     categories = index_categories(shards)
 
     def checkpoint(final: bool = False) -> None:
-        opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
         meta = run.meta(position, categories, manifest, encoder_init, parents)
-        info = {"position": position, "optimizer": opt_info, "scheduler": scheduler.state_dict(),
-                "parents": parents, "encoder_init": encoder_init}
-        run.save(network, meta, {**opt_tensors, **rng_to_tensors(generator)}, info, final=final)
+        info = {"position": position, "scheduler": scheduler.state_dict(), "parents": parents,
+                "encoder_init": encoder_init}
+        run.save(network, optimizer, generator, meta, {}, info, final=final)
 
     with stage_progress(world) as bar:
         task = bar.add_task("pretrain", total=None, status="")

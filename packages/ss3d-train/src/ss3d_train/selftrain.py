@@ -32,7 +32,7 @@ from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, in
     shard_keys, shards_from
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, images_per_second, \
-    optimizer_from_tensors, optimizer_to_tensors, rng_from_tensors, rng_to_tensors, stage_progress
+    stage_progress
 from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, gather_pixels, render_loss, \
     render_training_rays
 from ss3d_train.sparse_adam import SparseRowAdam
@@ -132,19 +132,16 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         owned[[index_of[k] for k in shard_keys(shard)]] = True
     position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0}
 
-    restored = run.restore()
+    restored = run.restore(network, optimizer, generator)
     if restored is not None:
-        weights, tensors, info = restored
+        tensors, info = restored
         if info["keys"] != keys:
             raise Ss3dError("--resume: the shards hold other images than the run being resumed")
-        network.load_state_dict(weights)
-        optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
         with torch.no_grad():
             cameras.raw.copy_(tensors["cameras.raw"])
             cameras.logits.copy_(tensors["cameras.logits"])
         pose_opt.load_state_tensors("cameras.raw_adam", tensors)
         prob_opt.load_state_tensors("cameras.logits_adam", tensors)
-        rng_from_tensors(generator, tensors)
         position, parents, encoder_init = info["position"], info["parents"], info["encoder_init"]
 
     objective = wrap_ddp(world, RenderObjective(network, volume.samples_per_ray))
@@ -161,14 +158,11 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
 
     def checkpoint(final: bool = False) -> None:
         sync_cameras()
-        opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
-        tensors = {**opt_tensors, **rng_to_tensors(generator), "cameras.raw": cameras.raw.data,
-                   "cameras.logits": cameras.logits.data, **pose_opt.state_tensors("cameras.raw_adam"),
-                   **prob_opt.state_tensors("cameras.logits_adam")}
+        tensors = {"cameras.raw": cameras.raw.data, "cameras.logits": cameras.logits.data,
+                   **pose_opt.state_tensors("cameras.raw_adam"), **prob_opt.state_tensors("cameras.logits_adam")}
         meta = run.meta(position, [category], manifest, encoder_init, parents)
-        info = {"position": position, "optimizer": opt_info, "parents": parents, "encoder_init": encoder_init,
-                "keys": keys}
-        run.save(network, meta, tensors, info, final=final)
+        info = {"position": position, "parents": parents, "encoder_init": encoder_init, "keys": keys}
+        run.save(network, optimizer, generator, meta, tensors, info, final=final)
 
     def camera_losses(z: Tensor, indices: Tensor, rgb: Tensor, mask: Tensor) -> Tensor:
         pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size, generator).to(world.device)
