@@ -1,6 +1,7 @@
 """``ss3d-render views`` end to end with real Cycles renders: the silhouette of a sphere must match its analytic
 projection through the SAVED cameras, textures must show, runs resume and split across processes."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,19 @@ def test_textured_glb_shows_its_texture(tmp_path: Path, test_preset: Path, kit):
     sample = read_sample_dir(tmp_path / "views" / "glb")
     red, green, blue = sample.images[sample.masks >= 250].astype(np.float64).mean(0)
     assert red > 2 * green and red > 2 * blue, (red, green, blue)
+
+
+def test_an_unreadable_mesh_is_skipped_and_reported_while_the_rest_render(sphere_manifest: Path, test_preset: Path,
+                                                                          tmp_path: Path, kit):
+    from ss3d_data.manifest import read_manifest, write_manifest
+    from ss3d_render.views import render_views
+
+    (tmp_path / "broken.obj").write_text("this is not a mesh\n")
+    sphere = read_manifest(sphere_manifest)[0]
+    broken = dataclasses.replace(sphere, instance_id="broken", path="broken.obj")
+    write_manifest(sphere_manifest, [broken, sphere])
+    out = tmp_path / "views"
+    summary = render_views(sphere_manifest, out, preset=str(test_preset))
+    assert summary.rendered == 1 and summary.views == 3
+    assert len(summary.failed) == 1 and summary.failed[0].startswith("broken: ")
+    assert sorted(p.name for p in out.iterdir()) == ["sphere"]  # nothing half-written for the broken mesh

@@ -17,14 +17,12 @@ import dataclasses
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ss3d_data.atomic import atomic_write_text
-from ss3d_data.clikit import console, progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_data.schema import Sample, SampleInfo, make_key, write_sample_dir
@@ -38,6 +36,7 @@ from ss3d_render.jobs import (
     instance_rng,
     premultiply,
     quiet_stdout,
+    render_each,
     select_categories,
 )
 from ss3d_render.scene import RenderScene
@@ -160,26 +159,17 @@ def render_collection(
     count = config.collection_views_per_instance
     todo = [r for r in records if not all((out_path / k).is_dir() for k in image_keys(r.instance_id, count))]
     summary.skipped = len(records) - len(todo)
-    start = time.perf_counter()
     if todo:
-        with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene, progress() as bar:
-            task = bar.add_task("collection", total=len(todo), status="")
-            for record in todo:
-                try:
-                    images = render_instance_images(scene, record, manifest_path, config, seed, background, degrade)
-                except Ss3dError as err:
-                    summary.failed.append(f"{record.instance_id}: {err}")
-                    console.print(f"[yellow]skipped[/yellow] {record.instance_id}: {err}")
-                else:
-                    for sample, intrinsics, cam2world in images:
-                        # camera first: a sample folder that exists always has its camera on disk
-                        line = camera_line(sample.info.key, intrinsics, cam2world)
-                        atomic_write_text(parts_dir / f"{sample.info.key}.json", line)
-                        write_sample_dir(sample, out_path)
-                    summary.rendered += 1
-                    summary.views += len(images)
-                rate = summary.views / max(time.perf_counter() - start, 1e-9)
-                bar.update(task, advance=1, status=f"{rate:.1f} img/s")
+        with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene:
+            def render_one(record: MeshRecord) -> int:
+                images = render_instance_images(scene, record, manifest_path, config, seed, background, degrade)
+                for sample, intrinsics, cam2world in images:
+                    # camera first: a sample folder that exists always has its camera on disk
+                    atomic_write_text(parts_dir / f"{sample.info.key}.json",
+                                      camera_line(sample.info.key, intrinsics, cam2world))
+                    write_sample_dir(sample, out_path)
+                return len(images)
+
+            render_each(todo, summary, "collection", "img", render_one)
     rebuild_sidecar(out_path)
-    summary.seconds = time.perf_counter() - start
     return summary

@@ -1,5 +1,5 @@
 """What the two render commands share: splitting a manifest across processes, per-instance random streams,
-silencing Blender's per-frame chatter, and the run summary."""
+silencing Blender's per-frame chatter, the loop over instances and the run summary."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import contextlib
 import hashlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ss3d_data.clikit import console, progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord
 
@@ -81,3 +83,26 @@ def select_categories(records: Sequence[MeshRecord], categories: Sequence[str] |
             f"categories not in the manifest: {', '.join(missing)}", hint=f"present: {', '.join(sorted(present))}"
         )
     return [r for r in records if r.category in set(categories)]
+
+
+def render_each(todo: Sequence[MeshRecord], summary: RenderSummary, task: str, unit: str,
+                render_one: Callable[[MeshRecord], int]) -> None:
+    """Call ``render_one`` (renders and writes one instance, returns its view count) for every record of ``todo``,
+    with a progress bar. A mesh that cannot be rendered (``Ss3dError``) is reported and skipped, not fatal: one bad
+    file in a library of hundreds should not stop the run. Fills ``summary``'s counts and seconds."""
+    start = time.perf_counter()
+    if todo:
+        with progress() as bar:
+            bar_task = bar.add_task(task, total=len(todo), status="")
+            for record in todo:
+                try:
+                    views = render_one(record)
+                except Ss3dError as err:
+                    summary.failed.append(f"{record.instance_id}: {err}")
+                    console.print(f"[yellow]skipped[/yellow] {record.instance_id}: {err}")
+                else:
+                    summary.rendered += 1
+                    summary.views += views
+                rate = summary.views / max(time.perf_counter() - start, 1e-9)
+                bar.update(bar_task, advance=1, status=f"{rate:.1f} {unit}/s")
+    summary.seconds = time.perf_counter() - start

@@ -10,13 +10,11 @@ paper's inputs have a zero background); the mask is the film's alpha.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ss3d_data.clikit import console, progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_data.schema import Sample, SampleInfo, write_sample_dir
@@ -28,6 +26,7 @@ from ss3d_render.jobs import (
     instance_rng,
     premultiply,
     quiet_stdout,
+    render_each,
     select_categories,
 )
 from ss3d_render.scene import RenderScene
@@ -106,21 +105,13 @@ def render_views(
     summary = RenderSummary(assigned=len(records))
     todo = [r for r in records if not (out_path / r.instance_id).is_dir()]
     summary.skipped = len(records) - len(todo)
-    start = time.perf_counter()
-    if todo:
-        with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene, progress() as bar:
-            task = bar.add_task("views", total=len(todo), status="")
-            for record in todo:
-                try:
-                    sample = render_instance_views(scene, record, manifest_path, config, seed)
-                except Ss3dError as err:
-                    summary.failed.append(f"{record.instance_id}: {err}")
-                    console.print(f"[yellow]skipped[/yellow] {record.instance_id}: {err}")
-                else:
-                    write_sample_dir(sample, out_path)
-                    summary.rendered += 1
-                    summary.views += sample.num_views
-                rate = summary.views / max(time.perf_counter() - start, 1e-9)
-                bar.update(task, advance=1, status=f"{rate:.1f} views/s")
-    summary.seconds = time.perf_counter() - start
+    if not todo:
+        return summary
+    with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene:
+        def render_one(record: MeshRecord) -> int:
+            sample = render_instance_views(scene, record, manifest_path, config, seed)
+            write_sample_dir(sample, out_path)
+            return sample.num_views
+
+        render_each(todo, summary, "views", "views", render_one)
     return summary
