@@ -180,3 +180,9 @@ def test_cli_packs_a_user_folder_collection(tmp_path):
     result = runner.invoke(app, [*args, "--max-bad", "1"])
     assert result.exit_code == 0 and "1 bad samples skipped" in result.output
     assert json.loads((tmp_path / "shards" / "mine-teapot.index.json").read_text())["samples"] == 1
+
+
+def test_a_file_that_is_not_a_tar_archive_is_refused_as_a_shard(tmp_path):
+    (tmp_path / "README.md").write_text("# not a shard\n")
+    with pytest.raises(Ss3dError, match="not a tar shard"):
+        resolve_shards(str(tmp_path / "README.md"))

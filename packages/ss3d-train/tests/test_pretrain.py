@@ -94,7 +94,7 @@ def test_repeated_nan_losses_stop_the_run(views_dir, small_preset, tmp_path):
                  init=tmp_path / "nan.safetensors")
 
 
-def test_bad_input_is_refused_clearly(collection_dirs, small_preset, tmp_path):
+def test_bad_input_is_refused_clearly(collection_dirs, views_dir, small_preset, override_preset, tmp_path):
     with pytest.raises(Ss3dError, match="reads 'views' shards"):
         pretrain([str(collection_dirs["box"])], RunOptions(out=tmp_path / "run", preset=str(small_preset)))
     with pytest.raises(Ss3dError, match="no such shard"):
@@ -102,3 +102,12 @@ def test_bad_input_is_refused_clearly(collection_dirs, small_preset, tmp_path):
     with pytest.raises(Ss3dError, match="does not exist"):
         pretrain([str(collection_dirs["box"])], RunOptions(out=tmp_path / "run3", preset=str(small_preset),
                                                            resume=True))
+    not_a_shard = tmp_path / "notes.txt"
+    not_a_shard.write_text("not a tar archive\n")
+    with pytest.raises(Ss3dError, match="not a tar shard"):
+        pretrain([str(not_a_shard)], RunOptions(out=tmp_path / "run4", preset=str(small_preset)))
+    # 8 instances cannot fill one batch of 64: an error, not a checkpoint that was never trained
+    huge_batch = override_preset(small_preset, tmp_path, pretrain={"batch_size": 64})
+    with pytest.raises(Ss3dError, match="no full batch of 64"):
+        pretrain([str(views_dir)], RunOptions(out=tmp_path / "run5", preset=str(huge_batch)))
+    assert not list((tmp_path / "run5").glob("*.safetensors"))

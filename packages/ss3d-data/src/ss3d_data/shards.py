@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ def resolve_shards(spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str
     found = sorted(dict.fromkeys(found))
     if not found:
         raise Ss3dError(f"no .tar shards found in {', '.join(map(str, items))}")
+    for shard in found:
+        if not tarfile.is_tarfile(shard):
+            raise Ss3dError(f"{shard}: not a tar shard", hint="shards are written by `ss3d-data shard ...`")
     return found
 
 

@@ -117,12 +117,17 @@ def rng_from_tensors(generator: torch.Generator, tensors: dict[str, Tensor]) -> 
 
 def epoch_batches(loader, world: World, skip: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index in epoch, batch) of one epoch, starting after ``skip`` batches already done (resume). The epoch ends
-    for every rank as soon as one rank runs out, so collective operations never wait on a finished rank."""
+    for every rank as soon as one rank runs out, so collective operations never wait on a finished rank. An epoch
+    without a single full batch is an error: training on it would silently write an untrained checkpoint."""
     iterator = iter(loader)
     index = 0
     while True:
         batch = next(iterator, None)
         if all_min(world, 0.0 if batch is None else 1.0) < 0.5:
+            if index == 0:
+                raise Ss3dError(f"the shards gave no full batch of {loader.batch_size} valid samples"
+                                f"{' on some process' if world.size > 1 else ''}: too few samples for this batch "
+                                "size, or none readable")
             return
         if index >= skip:
             yield index, batch
