@@ -50,7 +50,9 @@ def test_properties_parser_handles_escapes_and_continuations():
 @pytest.mark.parametrize(("name", "category"), [("Office chairs", "chair"), ("Sitting female", "person"),
                                                 ("Bedside table", "table"), ("Couch", "sofa"), ("Tulips", "plant"),
                                                 ("Concept Sedan 01", "car"), ("Rounded RJ45 plug", "plug"),
-                                                ("Double window 3 panes", "window"), ("Convertible sofa BZ", "sofa")])
+                                                ("Double window 3 panes", "window"), ("Convertible sofa BZ", "sofa"),
+                                                ("Horse", "animal"), ("Clothes horse", "drying_rack"),
+                                                ("Rocking horse", "toy"), ("Roasted chicken", "food")])
 def test_sweethome3d_categories_from_names(name, category):
     assert sweethome3d_category(name) == category
 

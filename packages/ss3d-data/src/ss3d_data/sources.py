@@ -51,6 +51,8 @@ SH3D_ALIASES = {
     "right": "sign", "ahead": "sign", "pine": "plant", "maple": "plant", "poplar": "plant", "cypress": "plant",
     "beech": "plant", "acacia": "plant", "bush": "plant", "blossom": "plant", "conditioning": "air_conditioner", "logs": "log",
 }
+# Two-word names whose head noun alone would file them wrongly (a clothes horse is not an animal).
+SH3D_COMPOUNDS = {"clothes horse": "drying_rack", "rocking horse": "toy", "roasted chicken": "food"}
 SH3D_LICENCES = {"public domain": "CC0-1.0", "creative commons attribution 3.0": "CC-BY-3.0"}
 # ShapeNetCore v2 synsets of the common categories (a taxonomy.json in the dataset folder overrides this).
 SHAPENET_SYNSETS = {
@@ -208,6 +210,8 @@ def sweethome3d_category(name: str) -> str:
     if not words:
         raise Ss3dError(f"cannot categorise model name {name!r}")
     head = normalise_category(words[-1])
+    if len(words) > 1 and f"{words[-2]} {words[-1]}".lower() in SH3D_COMPOUNDS:
+        return SH3D_COMPOUNDS[f"{words[-2]} {words[-1]}".lower()]
     if len(words) > 1 and head in ("seat", "unit", "model", "set"):
         head = normalise_category(words[-2])
     return SH3D_ALIASES.get(head, head)
