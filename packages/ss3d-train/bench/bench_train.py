@@ -13,17 +13,18 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from functools import partial
 
 import torch
 
 from ss3d_data.presets import load_preset, section_config
 from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwork, VolumeConfig, \
-    intrinsics_matrix, look_at, sample_pixels
+    intrinsics_matrix, look_at
 from ss3d_train.distill import DistillConfig, distill_loss, sample_points
 from ss3d_train.distributed import World
-from ss3d_train.objectives import RenderObjective, depth_jitter, gather_pixels, render_training_rays
+from ss3d_train.objectives import RenderObjective, render_training_rays
 from ss3d_train.pretrain import PretrainConfig, _pretrain_loss
-from ss3d_train.selftrain import SelftrainConfig, hypothesis_rays, per_hypothesis_loss
+from ss3d_train.selftrain import SelftrainConfig, hypothesis_losses
 from ss3d_train.sparse_adam import SparseRowAdam
 
 
@@ -115,24 +116,16 @@ def main() -> None:
         with torch.no_grad():
             z = network.encode(images)
         network.train()
+        render_encoded = partial(render_training_rays, network, z, volume.samples_per_ray)
         for _ in range(st.camera_steps_per_step):
-            pixels = sample_pixels(b, st.rays_per_hypothesis, sup, g)
-            rays = hypothesis_rays(cams, index, pixels, volume, detach=False)
-            jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, g, device)
-            pm, pc = render_training_rays(network, z, rays["origins"], rays["directions"], rays["near"], rays["far"],
-                                         volume.samples_per_ray, jitter)
-            losses = per_hypothesis_loss(pm, pc, gather_pixels(mask, pixels), gather_pixels(rgb, pixels),
-                                         st.hypotheses, st)
+            losses = hypothesis_losses(render_encoded, cams, index, rgb, mask, st, volume, g, detach_cameras=False)
             (grad,) = torch.autograd.grad(losses.mean(1).sum(), cams.raw)
             pose_opt.step(index, grad[index])
         (grad,) = torch.autograd.grad((cams.probabilities(index) * losses.detach()).sum(), cams.logits)
         prob_opt.step(index, grad[index])
-        pixels = sample_pixels(b, st.rays_per_hypothesis, sup, g)
-        rays = hypothesis_rays(cams, index, pixels, volume, detach=True)
-        jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, g, device)
-        pm, pc = objective(images, rays["origins"], rays["directions"], rays["near"], rays["far"], jitter)
-        loss = (cams.probabilities(index).detach() * per_hypothesis_loss(
-            pm, pc, gather_pixels(mask, pixels), gather_pixels(rgb, pixels), st.hypotheses, st)).sum(1).mean()
+        per_hyp = hypothesis_losses(partial(objective, images), cams, index, rgb, mask, st, volume, g,
+                                    detach_cameras=True)
+        loss = (cams.probabilities(index).detach() * per_hyp).sum(1).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

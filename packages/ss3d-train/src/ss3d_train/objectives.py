@@ -77,8 +77,8 @@ def depth_jitter(rays_shape: torch.Size, samples: int, generator: torch.Generato
     return torch.rand(*rays_shape, samples, generator=generator).to(device)
 
 
-def render_training_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                         samples: int, jitter: Tensor) -> tuple[Tensor, Tensor]:
+def render_training_rays(network, z: Tensor, samples: int, origins: Tensor, directions: Tensor, near: Tensor,
+                         far: Tensor, jitter: Tensor) -> tuple[Tensor, Tensor]:
     """``ss3d_model.render_rays`` with stratified samples and ``last_interval=None``.
 
     Stratified samples (``jitter`` from :func:`depth_jitter`, one sample at a random depth in each of S bins): with
@@ -106,7 +106,7 @@ class RenderObjective(nn.Module):
         """images [B, 3, S, S]; origins, directions [B, R, 3]; near, far [B, R]; jitter [B, R, samples]
         -> mask [B, R], rgb [B, R, 3]."""
         z = self.network.encode(images)
-        return render_training_rays(self.network, z, origins, directions, near, far, self.samples, jitter)
+        return render_training_rays(self.network, z, self.samples, origins, directions, near, far, jitter)
 
 
 class FieldObjective(nn.Module):

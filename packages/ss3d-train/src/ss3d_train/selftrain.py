@@ -17,6 +17,7 @@ and are saved in the training-state file, so a run resumes exactly.
 from __future__ import annotations
 
 import time
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,21 @@ def per_hypothesis_loss(mask: Tensor, rgb: Tensor, target_mask: Tensor, target_r
                        target_rgb.unsqueeze(1), cfg.mask_weight, cfg.colour_weight, reduce_dims=(-1,))
 
 
+def hypothesis_losses(render, cameras: MultiHypothesisCameras, indices: Tensor, rgb: Tensor, mask: Tensor,
+                      cfg: SelftrainConfig, volume: VolumeConfig, generator: torch.Generator,
+                      detach_cameras: bool) -> Tensor:
+    """Render ``cfg.rays_per_hypothesis`` random pixels of every image through each of its K hypothesis cameras and
+    score them against the image: L [B, K]. ``render(origins, directions, near, far, jitter) -> (mask, rgb)`` is the
+    network (with its encoding of the batch); ``detach_cameras`` for the network step, where only weights learn.
+    rgb [B, s, s, 3], mask [B, s, s] (the supervision images of ``indices``)."""
+    pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, rgb.shape[1], generator).to(rgb.device)
+    rays = hypothesis_rays(cameras, indices, pixels, volume, detach=detach_cameras)
+    jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, generator, rgb.device)
+    pred_mask, pred_rgb = render(rays["origins"], rays["directions"], rays["near"], rays["far"], jitter)
+    return per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels), gather_pixels(rgb, pixels),
+                               cfg.hypotheses, cfg)
+
+
 def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, category: str | None,
                world: World) -> Path:
     preset = load_preset(options.preset)
@@ -146,7 +162,6 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
 
     objective = wrap_ddp(world, RenderObjective(network, volume.samples_per_ray))
     manifest = data_manifest_hash(shards)
-    k_hyp = cfg.hypotheses
 
     def sync_cameras() -> None:
         """Every image's camera rows are updated by the one rank reading its shard: gather them everywhere."""
@@ -163,15 +178,6 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         meta = run.meta(position, [category], manifest, encoder_init, parents)
         info = {"position": position, "parents": parents, "encoder_init": encoder_init, "keys": keys}
         run.save(network, optimizer, generator, meta, tensors, info, final=final)
-
-    def camera_losses(z: Tensor, indices: Tensor, rgb: Tensor, mask: Tensor) -> Tensor:
-        pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size, generator).to(world.device)
-        rays = hypothesis_rays(cameras, indices, pixels, volume, detach=False)
-        jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, generator, world.device)
-        pred_mask, pred_rgb = render_training_rays(network, z, rays["origins"], rays["directions"], rays["near"],
-                                                   rays["far"], volume.samples_per_ray, jitter)
-        return per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels), gather_pixels(rgb, pixels),
-                                   k_hyp, cfg)
 
     with stage_progress(world) as bar:
         task = bar.add_task(f"selftrain {category}", total=None, status="")
@@ -190,8 +196,10 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                     z = network.encode(images)
                 network.train()
                 losses = None
+                render_encoded = partial(render_training_rays, network, z, volume.samples_per_ray)
                 for _ in range(cfg.camera_steps_per_step):
-                    losses = camera_losses(z, indices, rgb, mask)
+                    losses = hypothesis_losses(render_encoded, cameras, indices, rgb, mask, cfg, volume, generator,
+                                               detach_cameras=False)
                     if not torch.isfinite(losses).all():
                         break
                     (grad,) = torch.autograd.grad(losses.mean(1).sum(), cameras.raw)
@@ -204,14 +212,8 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                 prob_opt.step(indices, grad[indices])
                 loss_value = expected.mean()
                 if joint:
-                    pixels = sample_pixels(indices.shape[0], cfg.rays_per_hypothesis, sup_size,
-                                           generator).to(world.device)
-                    rays = hypothesis_rays(cameras, indices, pixels, volume, detach=True)
-                    jitter = depth_jitter(rays["near"].shape, volume.samples_per_ray, generator, world.device)
-                    pred_mask, pred_rgb = objective(images, rays["origins"], rays["directions"], rays["near"],
-                                                    rays["far"], jitter)
-                    per_hyp = per_hypothesis_loss(pred_mask, pred_rgb, gather_pixels(mask, pixels),
-                                                  gather_pixels(rgb, pixels), k_hyp, cfg)
+                    per_hyp = hypothesis_losses(partial(objective, images), cameras, indices, rgb, mask, cfg, volume,
+                                                generator, detach_cameras=True)
                     loss = (cameras.probabilities(indices).detach() * per_hyp).sum(1).mean()
                     if not run.update(optimizer, loss, position["step"]):
                         continue
