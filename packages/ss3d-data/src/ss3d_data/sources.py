@@ -210,8 +210,9 @@ def sweethome3d_category(name: str) -> str:
     if not words:
         raise Ss3dError(f"cannot categorise model name {name!r}")
     head = normalise_category(words[-1])
-    if len(words) > 1 and f"{words[-2]} {words[-1]}".lower() in SH3D_COMPOUNDS:
-        return SH3D_COMPOUNDS[f"{words[-2]} {words[-1]}".lower()]
+    last_two = " ".join(words[-2:]).lower()
+    if len(words) > 1 and last_two in SH3D_COMPOUNDS:
+        return SH3D_COMPOUNDS[last_two]
     if len(words) > 1 and head in ("seat", "unit", "model", "set"):
         head = normalise_category(words[-2])
     return SH3D_ALIASES.get(head, head)

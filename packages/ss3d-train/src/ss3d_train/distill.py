@@ -135,7 +135,8 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "syn_pass": 0, "syn_batch": 0}
     restored = run.restore(student, optimizer, generator)
     if restored is not None:
-        position, encoder_init = restored[1]["position"], restored[1]["encoder_init"]
+        _, info = restored
+        position, encoder_init = info["position"], info["encoder_init"]
     objective = wrap_ddp(world, FieldObjective(student))
     manifest = data_manifest_hash(collections + syn_shards)
     # the student learns the experts' categories and, through the synthetic teacher, the synthetic views' ones
@@ -144,7 +145,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     def checkpoint(final: bool = False) -> None:
         meta = run.meta(position, categories, manifest, encoder_init, parents)
         info = {"position": position, "encoder_init": encoder_init}
-        run.save(student, optimizer, generator, meta, {}, info, final=final)
+        run.save(student, optimizer, generator, meta, info, final=final)
 
     def synthetic_batches():
         """Endless synthetic batches; its own pass/position counters make it resumable."""

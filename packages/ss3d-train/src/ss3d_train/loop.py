@@ -264,16 +264,17 @@ class StageRun:
         return stop
 
     def save(self, network: ReconstructionNetwork, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-             meta: CheckpointMeta, tensors: dict[str, Tensor], info: dict[str, Any], final: bool = False) -> None:
-        """Write ``last`` (weights + optimiser, generator and the stage's own ``tensors`` and ``info``) and, when
-        ``final``, the stage's named checkpoint. Rank 0 only."""
+             meta: CheckpointMeta, info: dict[str, Any], tensors: dict[str, Tensor] | None = None,
+             final: bool = False) -> None:
+        """Write ``last`` (weights + optimiser, generator and the stage's own ``info`` and extra ``tensors``) and,
+        when ``final``, the stage's named checkpoint. Rank 0 only."""
         broadcast_buffers(self.world, network)
         if not self.world.is_main:
             return
         opt_tensors, opt_info = optimizer_to_tensors(optimizer, "optimizer")
         info = {**info, "optimizer": opt_info, "stage": self.stage, "nonfinite_skipped": self.guard.skipped}
         weights = {f"network.{k}": v for k, v in network.state_dict().items()}
-        tensors = {**tensors, **opt_tensors, **rng_to_tensors(generator), **weights}
+        tensors = {**(tensors or {}), **opt_tensors, **rng_to_tensors(generator), **weights}
         save_state(state_path(self.last), tensors, info)
         save_network(self.last, network, meta)
         if final:  # the final checkpoint keeps its state too (self-training cameras live there)

@@ -71,7 +71,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
 
     restored = run.restore(network, optimizer, generator)
     if restored is not None:
-        info = restored[1]
+        _, info = restored
         scheduler.load_state_dict(info["scheduler"])
         position = info["position"]
         parents, encoder_init = info["parents"], info["encoder_init"]
@@ -84,7 +84,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
         meta = run.meta(position, categories, manifest, encoder_init, parents)
         info = {"position": position, "scheduler": scheduler.state_dict(), "parents": parents,
                 "encoder_init": encoder_init}
-        run.save(network, optimizer, generator, meta, {}, info, final=final)
+        run.save(network, optimizer, generator, meta, info, final=final)
 
     with stage_progress(world) as bar:
         task = bar.add_task("pretrain", total=None, status="")

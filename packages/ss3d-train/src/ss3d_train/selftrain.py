@@ -177,7 +177,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                    **pose_opt.state_tensors("cameras.raw_adam"), **prob_opt.state_tensors("cameras.logits_adam")}
         meta = run.meta(position, [category], manifest, encoder_init, parents)
         info = {"position": position, "parents": parents, "encoder_init": encoder_init, "keys": keys}
-        run.save(network, optimizer, generator, meta, tensors, info, final=final)
+        run.save(network, optimizer, generator, meta, info, tensors, final=final)
 
     with stage_progress(world) as bar:
         task = bar.add_task(f"selftrain {category}", total=None, status="")
