@@ -51,7 +51,9 @@ def test_image_sample_must_not_carry_cameras():
         (lambda r: r.pop("mask001.png"), "missing mask of view 1"),
         (lambda r: r.__setitem__("meta.json", b"{"), "not valid JSON"),
         (lambda r: r.__setitem__("rgb000.png", b"garbage"), "not a readable image"),
-        (lambda r: r.__setitem__("meta.json", r["meta.json"].replace(b'"version": 1', b'"version": 9')), "version 9"),
+        (lambda r: r.__setitem__("occupancy.json", b'{"resolution": 4, "half_size": 0.5, "bits": "AA=="}'),
+         "occupancy.json: 1 bytes of bits for a 4"),
+        (lambda r: r.__setitem__("meta.json", r["meta.json"].replace(b'"version": 2', b'"version": 9')), "version 9"),
     ],
 )
 def test_malformed_samples_are_rejected_with_a_clear_message(mutate, message):

@@ -3,7 +3,8 @@ import pytest
 import trimesh
 
 from ss3d_data.errors import Ss3dError
-from ss3d_eval.inside import grid_around, voxelize
+from ss3d_data.inside import grid_around
+from ss3d_eval.metrics import voxelize
 from ss3d_eval.shapes import make_shape
 
 

@@ -146,3 +146,24 @@ def test_empty_and_missing_files_are_refused(tmp_path):
         load_shape(tmp_path / "junk.ply")
     with pytest.raises(Ss3dError, match="empty"):
         make_shape(np.zeros((3, 3)), np.array([[0, 1, 2]]), "flat")  # one zero-area face: no surface
+
+
+def test_mask_ellipsoid_floor_recovers_a_rendered_ellipsoid(cfg):
+    from ss3d_eval.predict import EmptyPrediction, ellipsoid_from_mask
+
+    # An analytic ellipse tilted by 30 degrees, semi-axes 40 and 16 px: the fit must give axes 1 : 0.4 : 0.4.
+    ys, xs = np.mgrid[0:128, 0:128] + 0.5
+    angle = np.deg2rad(30)
+    u = (xs - 64) * np.cos(angle) + (ys - 64) * np.sin(angle)
+    v = -(xs - 64) * np.sin(angle) + (ys - 64) * np.cos(angle)
+    mask = (((u / 40) ** 2 + (v / 16) ** 2) <= 1).astype(np.uint8) * 255
+    floor = ellipsoid_from_mask(mask)
+    _, singular, rows = np.linalg.svd(floor.vertices - floor.vertices.mean(0), full_matrices=False)
+    np.testing.assert_allclose(np.sort(singular) / singular.max(), [0.4, 0.4, 1.0], atol=0.02)
+    # The long axis points 30 degrees below the image's x axis (image y runs down, the camera frame's y up).
+    assert abs(rows[0] @ [np.cos(angle), -np.sin(angle), 0.0]) > 0.999
+    # Scored against the true ellipsoid it describes, it is (nearly) perfect after alignment.
+    truth = make_shape(floor.vertices * [5.0, 5.0, 5.0], floor.faces, "gt")
+    assert score(floor, truth, cfg, "ellipse", ("iou",))["iou"] > 0.95
+    with pytest.raises(EmptyPrediction):
+        ellipsoid_from_mask(np.zeros((16, 16), np.uint8))

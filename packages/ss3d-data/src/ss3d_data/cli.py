@@ -168,13 +168,19 @@ def shard_folders_command(
     prefix: Annotated[str, typer.Option(help="Shard name prefix.")] = "synthetic",
     per_shard: Annotated[int | None, typer.Option(help="Samples per shard (default: the preset's).")] = None,
     max_bad: MaxBadOption = 0,
+    manifest: Annotated[Path | None, typer.Option(
+        help="Mesh manifest of the rendered instances: views samples get occupancy labels when the preset's "
+             "[data] occupancy_resolution is above 0.")] = None,
     preset: PresetOption = "paper",
 ) -> None:
     """Pack sample folders: views by instance into <prefix>-views-*, images per category into <prefix>-<cat>-*."""
     from ss3d_data.meshes import data_config
-    from ss3d_data.packing import pack_sample_folders
+    from ss3d_data.packing import occupancy_labeller, pack_sample_folders
 
-    report = pack_sample_folders(root, out, prefix, per_shard or data_config(preset).per_shard, max_bad)
+    config = data_config(preset)
+    label = occupancy_labeller(manifest, config.occupancy_resolution) \
+        if manifest is not None and config.occupancy_resolution > 0 else None
+    report = pack_sample_folders(root, out, prefix, per_shard or config.per_shard, max_bad, label)
     _print_pack(report)
 
 

@@ -51,6 +51,7 @@ class DataConfig:
     mesh_extent_range: tuple[float, float] = (1e-6, 1e6)  # longest bounding-box side in file units
     per_shard: int = 64               # samples per shard file
     collection_max_side: int = 512    # image collections: longer side downscaled to this on packing (0 = keep)
+    occupancy_resolution: int = 0     # views shards: solid occupancy grid of each mesh, voxels per side (0 = none)
 
 
 def data_config(preset: str = "paper") -> DataConfig:
@@ -169,9 +170,9 @@ def read_off_polygons(path: Path):
     return trimesh.Trimesh(vertices, np.asarray(triangles, dtype=np.int64).reshape(-1, 3), process=False)
 
 
-def inspect_mesh(path: str | os.PathLike[str]) -> InspectedMesh:
-    """Load a mesh with trimesh (materials skipped: only geometry matters here) and check it is usable.
-    Raises :class:`Ss3dError` with the reason for unreadable, empty, zero-area or absurd meshes."""
+def load_geometry(path: str | os.PathLike[str]):
+    """(all parts of a mesh file as one ``trimesh.Trimesh``, the loaded scene or None). Materials of OBJ files are
+    skipped: only geometry matters to the callers. Raises :class:`Ss3dError` for unreadable files."""
     import trimesh  # heavy import, only where meshes are read
 
     p = Path(path)
@@ -186,6 +187,16 @@ def inspect_mesh(path: str | os.PathLike[str]) -> InspectedMesh:
             mesh = read_off_polygons(p)
         except Exception:
             raise Ss3dError(f"unreadable ({type(err).__name__}: {err})".splitlines()[0]) from None
+    return mesh, loaded
+
+
+def inspect_mesh(path: str | os.PathLike[str]) -> InspectedMesh:
+    """Load a mesh with trimesh (materials skipped: only geometry matters here) and check it is usable.
+    Raises :class:`Ss3dError` with the reason for unreadable, empty, zero-area or absurd meshes."""
+    import trimesh
+
+    p = Path(path)
+    mesh, loaded = load_geometry(p)
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise Ss3dError("empty (no triangles)")
     if not np.isfinite(mesh.vertices).all():

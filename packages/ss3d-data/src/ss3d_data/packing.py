@@ -77,9 +77,36 @@ def _folder_meta(folder: Path) -> dict:
         return {}
 
 
+def occupancy_labeller(manifest: str | os.PathLike[str], resolution: int) -> Callable[[Sample], Sample]:
+    """Sample -> the same sample with its instance's solid occupancy (``views`` samples whose instance is in the mesh
+    ``manifest``; others unchanged). A views sample whose instance the manifest lacks is an error."""
+    from dataclasses import replace
+
+    from ss3d_data.manifest import read_manifest
+    from ss3d_data.occupancy import mesh_occupancy
+
+    records = {r.instance_id: r for r in read_manifest(manifest)}
+
+    def label(sample: Sample) -> Sample:
+        if sample.info.kind != "views" or sample.occupancy is not None:
+            return sample
+        record = records.get(sample.info.instance_id)
+        if record is None:
+            raise Ss3dError(f"sample {sample.info.key}: instance {sample.info.instance_id} is not in {manifest}, "
+                            "so it has no occupancy labels")
+        try:
+            occupancy = mesh_occupancy(record.resolve(manifest), record.matrix(), resolution)
+        except Ss3dError as err:
+            raise Ss3dError(f"sample {sample.info.key}: {err}") from None
+        return replace(sample, occupancy=occupancy)
+
+    return label
+
+
 def pack_sample_folders(root: str | os.PathLike[str], out: str | os.PathLike[str], prefix: str, per_shard: int = 64,
-                        max_bad: int = 0) -> PackReport:
-    """Pack every sample folder under ``root`` (see module docs); returns what was written."""
+                        max_bad: int = 0, label: Callable[[Sample], Sample] | None = None) -> PackReport:
+    """Pack every sample folder under ``root`` (see module docs); returns what was written. ``label`` adds to each
+    sample what its folder lacks (e.g. :func:`occupancy_labeller`)."""
     root_path, out_path = Path(root), Path(out)
     folders = sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if root_path.is_dir() else []
@@ -97,7 +124,8 @@ def pack_sample_folders(root: str | os.PathLike[str], out: str | os.PathLike[str
             bad(f"{folder}: not a readable sample folder (meta.json missing, malformed or of unknown kind)")
     for group_prefix, members in sorted(groups.items()):
         members.sort(key=lambda f: (_folder_meta(f).get("instance_id", ""), f.name))
-        _pack(group_prefix, [lambda f=f: read_sample_dir(f) for f in members], out_path, per_shard, bad, report)
+        add = label or (lambda sample: sample)
+        _pack(group_prefix, [lambda f=f: add(read_sample_dir(f)) for f in members], out_path, per_shard, bad, report)
     sidecar = root_path / "cameras.jsonl"
     if sidecar.is_file():
         cameras = read_cameras(sidecar)

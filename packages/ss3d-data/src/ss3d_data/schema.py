@@ -9,6 +9,8 @@ Per sample:
   "instance_id", "source", "licence", "attribution", "split", "num_views"}``;
 - ``<key>.rgbNNN.png`` or ``.rgbNNN.jpg`` for view NNN = 000 .. num_views-1: 8-bit RGB;
 - ``<key>.maskNNN.png``: 8-bit grayscale, same size as its image, 255 = foreground (soft values allowed);
+- ``<key>.occupancy.json`` (optional, ``kind == "views"`` only, since version 2): the instance's solid occupancy
+  grid in the canonical frame (:mod:`ss3d_data.occupancy`), labels for pretraining's 3D supervision;
 - ``<key>.cameras.json`` (``kind == "views"`` only; forbidden for ``"image"``): ``{"intrinsics": [V][3][3],
   "cam2world": [V][4][4]}`` in the canonical frame (X right, Y away from the default viewer, Z up; objects in
   [-0.5, 0.5]^3), camera axes in the OpenCV convention (x right, y down, z forward), pixel (u, v) centres at
@@ -35,9 +37,11 @@ import numpy as np
 from PIL import Image
 
 from ss3d_data.errors import Ss3dError
+from ss3d_data.occupancy import Occupancy
 
 SHARD_FORMAT = "ss3d-shard"
-SHARD_VERSION = 1
+SHARD_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 2 added the optional occupancy member; a version-1 sample reads as one without it
 KINDS = ("views", "image")
 SPLITS = ("train", "val", "test")
 _KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -83,13 +87,15 @@ class SampleInfo:
 @dataclass
 class Sample:
     """One decoded sample. ``images`` [V, H, W, 3] uint8, ``masks`` [V, H, W] uint8 (255 = foreground),
-    ``intrinsics`` [V, 3, 3] and ``cam2world`` [V, 4, 4] float32 or None when cameras are unknown."""
+    ``intrinsics`` [V, 3, 3] and ``cam2world`` [V, 4, 4] float32 or None when cameras are unknown; ``occupancy``
+    the instance's solid (``views`` samples written from a mesh manifest) or None."""
 
     info: SampleInfo
     images: np.ndarray
     masks: np.ndarray
     intrinsics: np.ndarray | None = None
     cam2world: np.ndarray | None = None
+    occupancy: Occupancy | None = None
 
     @property
     def num_views(self) -> int:
@@ -111,6 +117,8 @@ class Sample:
                 raise ShardFormatError(f"sample {key}: an 'image' sample holds exactly one view")
             if self.intrinsics is not None or self.cam2world is not None:
                 raise ShardFormatError(f"sample {key}: an 'image' sample must not carry cameras")
+            if self.occupancy is not None:
+                raise ShardFormatError(f"sample {key}: an 'image' sample must not carry occupancy")
         else:
             v = imgs.shape[0]
             if self.intrinsics is None or self.cam2world is None:
@@ -147,6 +155,8 @@ def encode_sample(sample: Sample) -> dict[str, Any]:
     if info.kind == "views":
         cams = {"intrinsics": sample.intrinsics.tolist(), "cam2world": sample.cam2world.tolist()}  # type: ignore[union-attr]
         out["cameras.json"] = json.dumps(cams).encode()
+    if sample.occupancy is not None:
+        out["occupancy.json"] = sample.occupancy.to_json()
     return out
 
 
@@ -176,9 +186,10 @@ def decode_sample(raw: dict[str, Any]) -> Sample:
         raise ShardFormatError(f"sample {key}: meta.json is not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT:
         raise ShardFormatError(f"sample {key}: meta.json is not an {SHARD_FORMAT} record")
-    if meta.get("version") != SHARD_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise ShardFormatError(
-            f"sample {key}: shard format version {meta.get('version')!r}, this reader understands {SHARD_VERSION}",
+            f"sample {key}: shard format version {meta.get('version')!r}, this reader understands "
+            f"{', '.join(map(str, READABLE_VERSIONS))}",
             hint="re-create the shards with this version of ss3d-data",
         )
     num_views = meta.get("num_views")
@@ -213,7 +224,13 @@ def decode_sample(raw: dict[str, Any]) -> Sample:
             cam2world = np.asarray(cams["cam2world"], dtype=np.float32)
         except (ValueError, KeyError, TypeError) as err:
             raise ShardFormatError(f"sample {key}: cameras.json is malformed ({err})") from None
-    sample = Sample(info, np.stack(images), np.stack(masks), intrinsics, cam2world)
+    occupancy = None
+    if "occupancy.json" in raw:
+        try:
+            occupancy = Occupancy.from_json(raw["occupancy.json"], f"sample {key}: occupancy.json")
+        except Ss3dError as err:
+            raise ShardFormatError(str(err)) from None
+    sample = Sample(info, np.stack(images), np.stack(masks), intrinsics, cam2world, occupancy)
     sample.validate()
     return sample
 

@@ -11,7 +11,7 @@ from ss3d_data.atomic import atomic_write_text
 from ss3d_data.clikit import console, make_app
 from ss3d_eval.config import eval_config
 from ss3d_eval.evaluate import evaluate, read_results
-from ss3d_eval.predict import make_predictors
+from ss3d_eval.predict import MeshDirPredictor, make_predictors
 from ss3d_eval.report import build_report
 from ss3d_eval.table import build_table, score_names, summary_json, to_markdown, to_rich
 
@@ -36,20 +36,23 @@ SaveOpt = Annotated[bool, typer.Option("--save-meshes/--no-save-meshes",
                                        help="Keep predicted meshes in <out>/<label>-meshes/ (for the report).")]
 SubsetOpt = Annotated[str, typer.Option(
     "--subset", help="all, seen or unseen: only categories the method was (not) trained on (zero-shot).")]
+EllipsoidOpt = Annotated[bool, typer.Option(
+    "--ellipsoid", help="Also score the floor: an ellipsoid fitted to each input mask (label 'ellipsoid').")]
 MaxBadOpt = Annotated[int, typer.Option("--max-bad", help="Corrupt shard samples tolerated before stopping.")]
 
 
 def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path] | None, pred_dirs: list[Path] | None,
                labels: list[str] | None, seen_categories: str | None, out: Path, preset: str, view: int,
-               limit: int | None, no_align: bool, save_meshes: bool, max_bad: int, subset: str = "all") -> list[Path]:
+               limit: int | None, no_align: bool, save_meshes: bool, max_bad: int, subset: str = "all",
+               ellipsoid: bool = False) -> list[Path]:
     """Evaluate every method under ``metric``; print the comparison table; return the result files."""
     cfg = eval_config(preset)
     seen = [c.strip() for c in seen_categories.split(",") if c.strip()] if seen_categories is not None else None
     predictors = make_predictors([str(c) for c in checkpoints or []], [str(d) for d in pred_dirs or []],
-                                 labels or [], preset, seen)
+                                 labels or [], preset, seen, ellipsoid)
     files = []
     for predictor in predictors:
-        keep = save_meshes or predictor.source.endswith(".safetensors")
+        keep = save_meshes or not isinstance(predictor, MeshDirPredictor)  # the report shows computed meshes
         files.append(evaluate(shards, manifest, predictor, metric, cfg, out, preset=preset, view=view,
                               aligned=not no_align, limit=limit, save_meshes=keep, max_bad=max_bad,
                               subset=subset))
@@ -65,20 +68,22 @@ def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path]
 def iou(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("results"), checkpoint: CheckpointOpt = None,
         pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
         preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
-        save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all") -> None:
+        save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all",
+        ellipsoid: EllipsoidOpt = False) -> None:
     """Volumetric IoU of each prediction against its ground-truth mesh, after alignment."""
     run_metric("iou", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
-               no_align, save_meshes, max_bad, subset)
+               no_align, save_meshes, max_bad, subset, ellipsoid)
 
 
 @app.command()
 def chamfer(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("results"), checkpoint: CheckpointOpt = None,
             pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
             preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
-            save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all") -> None:
+            save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all",
+            ellipsoid: EllipsoidOpt = False) -> None:
     """Chamfer distance and F-scores of each prediction against its ground-truth mesh or point cloud, after alignment."""
     run_metric("chamfer", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
-               no_align, save_meshes, max_bad, subset)
+               no_align, save_meshes, max_bad, subset, ellipsoid)
 
 
 def write_tables(files: list[Path], markdown: Path | None, json_path: Path | None, digits: int) -> str:

@@ -4,7 +4,8 @@ Definitions (normative text with examples: ``docs/evaluation.md``); distances ar
 truth's longest bounding-box side is 1):
 
 - IoU = |P & G| / |P | G| over the voxel centres of one cubic ``iou_resolution``^3 grid that holds both shapes
-  (5% margin), inside/outside from :func:`ss3d_eval.inside.voxelize`.
+  (5% margin), inside/outside from :func:`voxelize` (the multi-direction ray vote of
+  :mod:`ss3d_data.inside`).
 - Chamfer-L1 = (mean_p min_g |p - g| + mean_g min_p |g - p|) / 2, plain (unsquared) Euclidean distances between
   ``chamfer_points`` points sampled uniformly on each surface (all ground-truth points, in a random subset of
   ``chamfer_points``, when it is a point cloud). ``chamfer_l2`` is the same with squared distances.
@@ -19,12 +20,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ss3d_data.errors import Ss3dError
+from ss3d_data.inside import Grid, grid_around, solid_voxels
 from ss3d_eval.align import Similarity, align
 from ss3d_eval.config import EvalConfig
-from ss3d_eval.inside import grid_around, voxelize
 from ss3d_eval.shapes import Shape, sample_surface, sample_with_normals, stable_seed
 
 METRICS = ("iou", "chamfer")
+
+
+def voxelize(shape: Shape, grid: Grid) -> np.ndarray:
+    """Occupancy [R, R, R] bool (indexed x, y, z) of the solid bounded by mesh ``shape`` on ``grid``."""
+    if shape.faces is None:
+        raise Ss3dError(f"{shape.name or 'shape'}: a point cloud has no inside; IoU needs a mesh")
+    return solid_voxels(shape.vertices[shape.faces], grid)
 
 
 def volume_iou(pred: Shape, gt: Shape, resolution: int) -> float:

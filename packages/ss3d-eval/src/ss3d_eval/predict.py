@@ -132,6 +132,52 @@ class CheckpointPredictor(Predictor):
         return _empty_checked(lambda: make_shape(mesh.vertices, mesh.faces, f"{self.label}:{item.key}"))
 
 
+def ellipsoid_from_mask(mask: np.ndarray, threshold: float = 0.5, subdivisions: int = 3) -> Shape:
+    """The floor every method must beat: a closed ellipsoid fitted to the input mask alone.
+
+    The two image-plane semi-axes come from the second moments of the foreground pixels (a uniform ellipse of
+    semi-axis a has variance a^2 / 4 along it, so a = 2 sqrt(eigenvalue)); the depth semi-axis is the shorter of
+    the two. Camera frame: x right, y up, z towards the viewer, in units of the longer semi-axis. The evaluation's
+    similarity alignment then places it, exactly as it places every method's prediction.
+    """
+    import trimesh
+
+    ys, xs = np.nonzero(np.asarray(mask) >= round(threshold * 255))
+    if len(xs) < 3:
+        raise EmptyPrediction("the input mask has fewer than 3 foreground pixels: no ellipsoid to fit")
+    coords = np.stack([xs, -ys], axis=1).astype(np.float64)  # image y points down; the camera frame's y up
+    values, vectors = np.linalg.eigh(np.cov(coords, rowvar=False))
+    semi = 2.0 * np.sqrt(np.clip(values, 0.25, None))       # >= half a pixel: a one-pixel-wide mask stays a solid
+    semi = semi / semi.max()
+    axes = np.eye(3)
+    axes[:2, :2] = vectors                                   # columns: image-plane axes (shorter first)
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
+    vertices = (sphere.vertices * np.array([semi[0], semi[1], semi[0]])) @ axes.T
+    return make_shape(vertices, sphere.faces, "ellipsoid")
+
+
+@dataclass
+class EllipsoidPredictor(Predictor):
+    """The mask-ellipsoid floor (:func:`ellipsoid_from_mask`) as a method: it has seen no category."""
+
+    mask_threshold: float = 0.5
+
+    def predict(self, item: TestItem) -> Shape:
+        return ellipsoid_from_mask(item.mask, self.mask_threshold)
+
+
+ELLIPSOID_LABEL = "ellipsoid"
+
+
+def ellipsoid_predictor(preset: str) -> EllipsoidPredictor:
+    """The floor under the label ``ellipsoid``, thresholding masks as the preset's models do."""
+    from ss3d_data.presets import load_preset
+
+    threshold = float(load_preset(preset).section("data")["mask_threshold"])
+    return EllipsoidPredictor(label=ELLIPSOID_LABEL, source="mask-ellipsoid", fingerprint="ellipsoid-v1",
+                              mask_threshold=threshold)
+
+
 def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str) -> CheckpointPredictor:
     """A predictor for checkpoint ``path``; its metadata's ``categories`` say which categories it has seen."""
     from ss3d_model import read_checkpoint_meta
@@ -151,19 +197,20 @@ def mesh_dir_predictor(folder: str | os.PathLike[str], label: str,
 
 
 def make_predictors(checkpoints: list[str], pred_dirs: list[str], labels: list[str], preset: str,
-                    seen_categories: list[str] | None = None) -> list[Predictor]:
+                    seen_categories: list[str] | None = None, ellipsoid: bool = False) -> list[Predictor]:
     """One predictor per checkpoint, then per prediction folder, named by ``labels`` in that order (default: the
-    file's stem or the folder's name). Label count and uniqueness are checked."""
+    file's stem or the folder's name), then the mask-ellipsoid floor when ``ellipsoid``. Label count and uniqueness
+    are checked."""
     from ss3d_data.schema import make_key
 
     sources = [("checkpoint", c) for c in checkpoints] + [("dir", d) for d in pred_dirs]
-    if not sources:
-        raise Ss3dError("nothing to evaluate: give --checkpoint or --pred-dir")
+    if not sources and not ellipsoid:
+        raise Ss3dError("nothing to evaluate: give --checkpoint, --pred-dir or --ellipsoid")
     if labels and len(labels) != len(sources):
         raise Ss3dError(f"{len(labels)} --label values for {len(sources)} checkpoints and prediction folders",
                         hint="give one --label per --checkpoint / --pred-dir, in the same order, or none")
     names = labels or [make_key(Path(p).name.removesuffix(".safetensors")) for _, p in sources]
-    if len(set(names)) != len(names):
+    if len(set(names + [ELLIPSOID_LABEL] * ellipsoid)) != len(names) + ellipsoid:
         raise Ss3dError(f"labels must differ, got {names}", hint="name each method with --label")
     out: list[Predictor] = []
     for (kind, path), name in zip(sources, names):
@@ -171,4 +218,6 @@ def make_predictors(checkpoints: list[str], pred_dirs: list[str], labels: list[s
             out.append(checkpoint_predictor(path, name, preset))
         else:
             out.append(mesh_dir_predictor(path, name, seen_categories))
+    if ellipsoid:
+        out.append(ellipsoid_predictor(preset))
     return out

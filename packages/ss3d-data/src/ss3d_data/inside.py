@@ -11,6 +11,9 @@ All rays of one axis run along the columns of the grid, so the work is one 2-D r
 axis (which columns a triangle covers, and at which depth) plus a cumulative sum along each column:
 O(faces x covered columns + voxels), no per-voxel triangle loop. The columns are shifted by a tiny irrational
 fraction of a voxel so rays do not pass exactly through the edges of axis-aligned geometry.
+
+Owned by ss3d-data because two packages need one inside test: ss3d-data labels training points with it when it
+writes shards, and ss3d-eval voxelises meshes for IoU.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ss3d_eval.shapes import Shape
 from ss3d_data.errors import Ss3dError
 
 # Tiny ray offsets (fractions of a voxel) that keep rays off edges and vertices lying on grid lines.
@@ -109,11 +111,9 @@ def _to_xyz(values: np.ndarray, axis: int) -> np.ndarray:
     return np.transpose(values, np.argsort(order))
 
 
-def voxelize(shape: Shape, grid: Grid) -> np.ndarray:
-    """Occupancy [R, R, R] bool (indexed x, y, z) of the solid bounded by mesh ``shape`` on ``grid``."""
-    if shape.faces is None:
-        raise Ss3dError(f"{shape.name or 'shape'}: a point cloud has no inside; IoU needs a mesh")
-    tri = shape.vertices[shape.faces]
+def solid_voxels(tri: np.ndarray, grid: Grid) -> np.ndarray:
+    """Occupancy [R, R, R] bool (indexed x, y, z) of the solid bounded by the triangles ``tri`` [F, 3, 3] on
+    ``grid``. Evaluation (IoU) and pretraining's occupancy labels both use it."""
     votes = np.zeros((grid.resolution,) * 3, dtype=np.int8)
     for axis in range(3):
         below, above = _axis_votes(tri, grid, axis)
