@@ -70,7 +70,9 @@ data: meshes
     ss3d-render views --manifest $d/pretrain.jsonl --out $d/renders/views --preset {{preset}}
     ss3d-render collection --manifest $d/selftrain.jsonl --out $d/renders/wild --preset {{preset}} --background --degrade
     ss3d-render collection --manifest $d/test.jsonl --out $d/renders/test --preset {{preset}} --background --views-per-instance 1
-    ss3d-data shard folders $d/renders/views --out $d/shards/train --prefix synthetic --preset {{preset}}
+    # views shards carry each mesh's occupancy grid when the preset asks for it ([data] occupancy_resolution)
+    ss3d-data shard folders $d/renders/views --out $d/shards/train --prefix synthetic --preset {{preset}} \
+      --manifest $d/pretrain.jsonl
     ss3d-data shard folders $d/renders/wild --out $d/shards/train --prefix wild --preset {{preset}}
     ss3d-data shard folders $d/renders/test --out $d/shards/test --prefix test --preset {{preset}}
     ss3d-data inspect $d/shards/train $d/shards/test --sheet $d/contact-sheet.png
@@ -113,12 +115,14 @@ distill experts=selftrain_categories out=(runs / "distill"):
       --init {{runs}}/pretrain/pretrain.safetensors \
       --synthetic-shards "{{data}}/shards/train/synthetic-views-*.tar" --preset {{preset}} $resume
 
-# evaluate synthetic-only, category experts (each on its own category) and distilled on the held-out test images
+# evaluate the mask-ellipsoid floor, synthetic-only, category experts (each on its own category) and distilled on the
+# held-out test images
 eval:
     #!/usr/bin/env bash
     set -euo pipefail
     res={{runs}}/results
     just="{{just_executable()}} --justfile {{justfile()}} --working-directory $PWD"
+    $just score-floor "{{data}}/shards/test" $res
     $just score {{runs}}/pretrain/pretrain.safetensors synthetic-only "{{data}}/shards/test" $res
     $just score {{runs}}/distill/distill.safetensors distilled "{{data}}/shards/test" $res
     for category in $(echo {{selftrain_categories}} | tr ',' ' '); do
@@ -132,6 +136,13 @@ score checkpoint label shards out:
     for metric in iou chamfer; do \
       ss3d-eval $metric --shards "{{shards}}" --manifest {{data}}/test.jsonl --preset {{preset}} --out {{out}} \
         --checkpoint {{checkpoint}} --label {{label}} --save-meshes; \
+    done
+
+# the floor every method must beat: an ellipsoid fitted to each input mask, as <out>/ellipsoid.{iou,chamfer}.jsonl
+score-floor shards out:
+    for metric in iou chamfer; do \
+      ss3d-eval $metric --shards "{{shards}}" --manifest {{data}}/test.jsonl --preset {{preset}} --out {{out}} \
+        --ellipsoid; \
     done
 
 # the visual report: input, ground truth and every method's mesh per test image, in one HTML file
@@ -157,8 +168,11 @@ bench-quality:
         $just score "$2" "$1" "{{bench_data}}/shards/test/test-$category-*.tar" $zs/$category
       done
     }
+    for category in $(echo {{bench_heldout}} | tr ',' ' '); do
+      $just score-floor "{{bench_data}}/shards/test/test-$category-*.tar" $zs/$category
+    done
     score_heldout synthetic-only $runs/pretrain/pretrain.safetensors
-    experts=(); labels=(synthetic-only)
+    experts=(); labels=(ellipsoid synthetic-only)
     for category in $selftrain; do
       experts+=($category); n=${#experts[@]}; labels+=(distilled-$n)
       out=$runs/distill-$n; [ "$n" -eq $(echo $selftrain | wc -w) ] && out=$runs/distill  # all experts: `distill`

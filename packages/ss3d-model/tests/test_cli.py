@@ -112,3 +112,21 @@ def test_bad_outputs_and_checkpoints(tmp_path, checkpoint):
                                  "--image", str(good), "--out", str(tmp_path / "o.glb")])
     assert "no surface" in error_of(result)
     assert not (tmp_path / "o.glb").exists()
+
+
+def test_extraction_settings_come_from_the_checkpoint_unless_a_preset_is_named():
+    from ss3d_data import Ss3dError, load_preset
+    from ss3d_model import CheckpointMeta
+    from ss3d_model.reconstruct import inference_settings
+
+    recorded = {**load_preset("cpu").section("extract"), "density_threshold": 1.75}
+    meta = CheckpointMeta(model_config={}, stage="pretrain", preset="my-experiment",
+                          extra={"extract": recorded, "mask_threshold": 0.4})
+    extract, mask_threshold = inference_settings(meta)
+    assert (extract.density_threshold, extract.resolution, mask_threshold) == (1.75, 64, 0.4)
+    assert inference_settings(meta, "paper")[0].density_threshold == 3.0
+    # Older checkpoints record only the preset's name.
+    assert inference_settings(CheckpointMeta(model_config={}, stage="pretrain", preset="cpu"))[0].density_threshold \
+        == load_preset("cpu").section("extract")["density_threshold"]
+    with pytest.raises(Ss3dError, match="preset 'my-experiment' is not available"):
+        inference_settings(CheckpointMeta(model_config={}, stage="pretrain", preset="my-experiment"))

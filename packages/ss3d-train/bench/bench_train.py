@@ -22,7 +22,7 @@ from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwor
     intrinsics_matrix, look_at
 from ss3d_train.distill import DistillConfig, distill_loss, sample_points
 from ss3d_train.distributed import World
-from ss3d_train.objectives import RenderObjective, render_training_rays
+from ss3d_train.objectives import RenderObjective, ShapeObjective, render_training_rays
 from ss3d_train.pretrain import PretrainConfig, _pretrain_loss
 from ss3d_train.selftrain import SelftrainConfig, hypothesis_losses
 from ss3d_train.sparse_adam import SparseRowAdam
@@ -90,16 +90,22 @@ def main() -> None:
              "intrinsics": intrinsics_matrix(sup * 1.9, sup).expand(b, k, 3, 3).clone(),
              "cam2world": cameras_batch(b * k, g).view(b, k, 4, 4)}
     objective = RenderObjective(network, volume.samples_per_ray)
+    if pre.occupancy_weight > 0:  # the preset's 3D supervision: labelled points per instance
+        batch["occupancy_points"] = torch.rand(b, pre.occupancy_points, 3, generator=g) - 0.5
+        batch["occupancy_labels"] = (torch.rand(b, pre.occupancy_points, generator=g) > 0.5).float()
+        objective = ShapeObjective(network, volume.samples_per_ray)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-6)
 
     def pretrain_step() -> None:
-        loss = _pretrain_loss(objective, batch, pre, volume, g, world)
+        loss, _ = _pretrain_loss(objective, batch, pre, volume, g, world, 2.0)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
     seconds = timed(pretrain_step, args.steps, device)
     points = b * k * pre.rays_per_view * volume.samples_per_ray
+    if "occupancy_points" in batch:
+        points += b * pre.occupancy_points
     rows.append(("pretrain", b / seconds, points / seconds, 3 * points * per_point / seconds, seconds / b))
 
     # Self-training (joint phase): camera updates + one probability update + one network update per step.

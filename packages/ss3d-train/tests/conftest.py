@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ss3d_data import Sample, SampleInfo, write_cameras, write_shards
+from ss3d_data.occupancy import HALF_SIZE, Occupancy
 from ss3d_model import intrinsics_matrix, look_at, pixel_rays
 
 FACE_COLOURS = np.array([[230, 40, 40], [40, 200, 200], [40, 200, 40], [200, 40, 200], [40, 40, 230],
@@ -68,9 +69,18 @@ def random_camera(rng: np.random.Generator, focal: float, size: int, distance: f
     return intrinsics_matrix(focal, size).double().numpy(), c2w, (elev, azim)
 
 
+def analytic_occupancy(shape: dict, resolution: int) -> Occupancy:
+    """The exact solid of an analytic shape at the voxel centres of an occupancy grid."""
+    axis = -HALF_SIZE + (np.arange(resolution) + 0.5) * 2 * HALF_SIZE / resolution
+    centres = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1) / np.asarray(shape["half"])
+    inside = np.abs(centres).max(-1) < 1 if shape["kind"] == "box" else (centres ** 2).sum(-1) < 1
+    return Occupancy(inside, HALF_SIZE)
+
+
 def make_views_shards(out: Path, prefix: str, instances: int, views: int, size: int = 48, focal: float = 90.0,
-                      per_shard: int = 2, seed: int = 0) -> list[Path]:
-    """``views`` shards: instance i is a box or an ellipsoid (alternating), ``views`` random cameras each."""
+                      per_shard: int = 2, seed: int = 0, occupancy_resolution: int = 0) -> list[Path]:
+    """``views`` shards: instance i is a box or an ellipsoid (alternating), ``views`` random cameras each (and its
+    exact occupancy grid when ``occupancy_resolution`` > 0)."""
     rng = np.random.default_rng(seed)
     samples = []
     for i in range(instances):
@@ -82,8 +92,9 @@ def make_views_shards(out: Path, prefix: str, instances: int, views: int, size: 
             imgs.append(img), masks.append(msk), ks.append(k), c2ws.append(c2w)
         info = SampleInfo(kind="views", key=f"{prefix}-{i:03d}", category=category, instance_id=f"{category}{i}",
                           source="analytic", licence="CC0")
+        occupancy = analytic_occupancy(SHAPES[category], occupancy_resolution) if occupancy_resolution else None
         samples.append(Sample(info, np.stack(imgs), np.stack(masks), np.stack(ks).astype(np.float32),
-                              np.stack(c2ws).astype(np.float32)))
+                              np.stack(c2ws).astype(np.float32), occupancy))
     return write_shards(samples, out, prefix, per_shard=per_shard)
 
 
@@ -109,6 +120,13 @@ def make_image_shards(out: Path, prefix: str, category: str, images: int, size: 
 def views_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("views")
     make_views_shards(out, "synth", instances=8, views=4)
+    return out
+
+
+@pytest.fixture(scope="session")
+def occupancy_views_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("views-occupancy")
+    make_views_shards(out, "synth", instances=8, views=4, occupancy_resolution=24)
     return out
 
 

@@ -139,6 +139,8 @@ def select_command(
     max_val: Annotated[int, typer.Option(help="At most this many val instances per category (-1: all).")] = -1,
     max_test: Annotated[int, typer.Option(help="At most this many test instances per category (-1: all).")] = -1,
     allow_missing: Annotated[bool, typer.Option(help="Warn, not fail, when a category has no instance left.")] = False,
+    exclude: Annotated[str, typer.Option(help="Comma-separated categories to leave out (e.g. every category "
+                                              "held out from pretraining).")] = "",
 ) -> None:
     """Write a deterministic subset of a manifest: some categories, capped per category and split."""
     from ss3d_data.manifest import read_manifest, select_records, write_manifest
@@ -146,7 +148,8 @@ def select_command(
     records = read_manifest(manifest)
     caps = {split: cap for split, cap in (("train", max_train), ("val", max_val), ("test", max_test)) if cap >= 0}
     wanted = [c.strip() for c in categories.split(",") if c.strip()] or None
-    chosen = select_records(records, wanted, caps, allow_missing=allow_missing)
+    excluded = [c.strip() for c in exclude.split(",") if c.strip()]
+    chosen = select_records(records, wanted, caps, allow_missing=allow_missing, exclude=excluded)
     if wanted and allow_missing:
         for category in sorted(set(wanted) - {r.category for r in chosen}):
             console.print(f"[yellow]warning:[/yellow] no instances of {category} left in {out}")

@@ -3,12 +3,14 @@
 - ``make_app`` builds a typer app with ``--version`` and ``--debug``;
 - every command registered through it turns an :class:`Ss3dError` into one red line on stderr and exit code 2
   (a traceback only with ``--debug`` or ``SS3D_DEBUG=1``); Ctrl-C exits 130 with a note on resuming;
-- ``console`` (stderr) and ``progress()`` are the one console and progress-bar style used everywhere.
+- ``console`` (stderr) and ``progress()`` are the one console and progress-bar style used everywhere; when stderr
+  is not a terminal (``nohup``, CI logs, a pipe) ``progress()`` prints plain lines instead of a bar.
 """
 
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -102,8 +104,61 @@ def make_app(distribution: str, help: str) -> Ss3dApp:
     return app
 
 
-def progress(transient: bool = False) -> Progress:
-    """The standard progress bar: description, bar, done/total, elapsed, remaining, and a free-form status field."""
+class PlainProgress:
+    """``progress()`` where no bar can be drawn: one plain line per task every ``every_s`` seconds (and when a task
+    completes): description, done/total, elapsed, remaining, status. Same calls as a rich ``Progress``."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.tasks: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for task_id, task in self.tasks.items():
+            if task["visible"] and task["completed"] != task["printed"]:
+                self._line(task_id)
+
+    def add_task(self, description: str, total: float | None = None, visible: bool = True, **fields: Any) -> int:
+        task_id = len(self.tasks)
+        now = time.perf_counter()
+        self.tasks[task_id] = {"description": description, "total": total, "completed": 0, "fields": fields,
+                               "visible": visible, "started": now, "last": now, "printed": 0}
+        return task_id
+
+    def update(self, task_id: int, advance: float = 0, **fields: Any) -> None:
+        task = self.tasks[task_id]
+        task["completed"] += advance
+        task["total"] = fields.pop("total", task["total"])
+        task["fields"].update(fields)
+        now = time.perf_counter()
+        done = task["total"] is not None and task["completed"] >= task["total"]
+        if task["visible"] and (done or now - task["last"] >= self.every_s):
+            self._line(task_id)
+
+    def _line(self, task_id: int) -> None:
+        task = self.tasks[task_id]
+        now = time.perf_counter()
+        task["last"], task["printed"] = now, task["completed"]
+        elapsed, done, total = now - task["started"], task["completed"], task["total"]
+        count = f"{done:g}/{total:g}" if total else f"{done:g}"
+        remaining = f" ~{_clock(elapsed * (total - done) / done)} left" if total and done else ""
+        status = task["fields"].get("status", "")
+        console.print(f"{task['description']} {count} {_clock(elapsed)}{remaining} {status}".rstrip(),
+                      soft_wrap=True, markup=False, highlight=False)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress(transient: bool = False) -> "Progress | PlainProgress":
+    """The standard progress bar: description, bar, done/total, elapsed, remaining, and a free-form status field;
+    plain lines every ``SS3D_PROGRESS_EVERY_S`` seconds (default 30) when stderr is not a terminal."""
+    if not console.is_terminal:
+        return PlainProgress(float(os.environ.get("SS3D_PROGRESS_EVERY_S", "30") or 30))
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),

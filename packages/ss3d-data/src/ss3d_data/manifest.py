@@ -125,11 +125,17 @@ def select_records(
     categories: Iterable[str] | None = None,
     per_category: dict[str, int] | None = None,
     allow_missing: bool = False,
+    exclude: Iterable[str] = (),
 ) -> list[MeshRecord]:
-    """A deterministic subset: only ``categories`` (all when None), and at most ``per_category[split]`` instances of
-    each category per split (no cap for a split not named). Instances are taken in instance-id order, so the same
-    manifest always gives the same subset, and a larger cap gives a superset."""
+    """A deterministic subset: only ``categories`` (all when None) minus ``exclude``, and at most
+    ``per_category[split]`` instances of each category per split (no cap for a split not named). Instances are
+    taken in instance-id order, so the same manifest always gives the same subset, and a larger cap gives a
+    superset."""
     wanted = set(categories) if categories is not None else None
+    excluded = set(exclude)
+    if wanted is not None and wanted & excluded:
+        raise Ss3dError(f"categories both kept and excluded: {', '.join(sorted(wanted & excluded))}")
+    records = [r for r in records if r.category not in excluded]
     taken: dict[tuple[str, str], int] = {}
     chosen = []
     for record in sorted(records, key=lambda r: r.instance_id):

@@ -28,7 +28,9 @@ LabelOpt = Annotated[Optional[list[str]], typer.Option(
 SeenOpt = Annotated[Optional[str], typer.Option(
     "--seen-categories", help="For --pred-dir: comma-separated categories the method was trained on (zero-shot split).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the <label>.<metric>.jsonl result files.")]
-PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET", help="Preset name or TOML path ([eval], [extract]).")]
+PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET", help=(
+    "Preset name or TOML path: the [eval] sizes (checkpoints are meshed with the [extract] settings they were "
+    "trained with)."))]
 ViewOpt = Annotated[int, typer.Option("--view", help="Which view of a multi-view test sample is the input.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Evaluate only the first N samples.")]
 NoAlignOpt = Annotated[bool, typer.Option("--no-align", help="Score in the canonical frame, without alignment.")]

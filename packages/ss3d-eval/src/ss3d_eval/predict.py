@@ -96,23 +96,20 @@ class MeshDirPredictor(Predictor):
 class CheckpointPredictor(Predictor):
     """Predictions by a checkpoint: the view preprocessed as in training (crop to the mask box, resize, zero-pad:
     ``ss3d_model.reconstruct.image_tensor``), encoded, and meshed by ``ss3d_model.extract.extract_mesh`` with
-    the preset's ``[extract]`` settings."""
+    ``preset``'s ``[extract]`` settings, or (``preset`` None) those the checkpoint records."""
 
     checkpoint: Path = field(default_factory=Path)
-    preset: str = "paper"
+    preset: str | None = None
     _network: object = None
     _extract: object = None
     _mask_threshold: float = 0.5
 
     def _load(self) -> None:
-        from ss3d_data.presets import load_preset
         from ss3d_model import load_network
-        from ss3d_model.config import ExtractConfig
+        from ss3d_model.reconstruct import inference_settings
 
-        preset = load_preset(self.preset)
-        self._extract = ExtractConfig.from_preset(preset)
-        self._mask_threshold = float(preset.section("data")["mask_threshold"])
-        self._network, _ = load_network(self.checkpoint)
+        self._network, meta = load_network(self.checkpoint)
+        self._extract, self._mask_threshold = inference_settings(meta, self.preset)
 
     def predict(self, item: TestItem) -> Shape:
         import torch
@@ -178,8 +175,9 @@ def ellipsoid_predictor(preset: str) -> EllipsoidPredictor:
                               mask_threshold=threshold)
 
 
-def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str) -> CheckpointPredictor:
-    """A predictor for checkpoint ``path``; its metadata's ``categories`` say which categories it has seen."""
+def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str | None = None) -> CheckpointPredictor:
+    """A predictor for checkpoint ``path``; its metadata's ``categories`` say which categories it has seen. Meshes are
+    extracted with ``preset``'s ``[extract]`` settings, or (None) with those the checkpoint was trained with."""
     from ss3d_model import read_checkpoint_meta
 
     meta = read_checkpoint_meta(path)  # validates the file now, so a bad path fails before any work
@@ -215,7 +213,7 @@ def make_predictors(checkpoints: list[str], pred_dirs: list[str], labels: list[s
     out: list[Predictor] = []
     for (kind, path), name in zip(sources, names):
         if kind == "checkpoint":
-            out.append(checkpoint_predictor(path, name, preset))
+            out.append(checkpoint_predictor(path, name))  # meshed as trained; ``preset`` sets the protocol
         else:
             out.append(mesh_dir_predictor(path, name, seen_categories))
     if ellipsoid:

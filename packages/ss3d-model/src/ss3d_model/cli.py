@@ -11,9 +11,7 @@ from typing import Annotated
 import typer
 
 from ss3d_data.clikit import console, make_app, progress
-from ss3d_data.presets import load_preset
 from ss3d_model.checkpoint import load_checkpoint
-from ss3d_model.config import ExtractConfig
 
 app = make_app("ss3d-model", "The ss3d reconstruction model: inspect checkpoints, reconstruct meshes from images.")
 
@@ -62,10 +60,13 @@ def reconstruct_command(
     compile_decoder: Annotated[bool, typer.Option(
         "--compile/--no-compile", help="torch.compile the decoder: faster per point, but the first run in a fresh "
         "cache compiles for about a minute; worth it for batches.")] = False,
-    preset: PresetOpt = "paper",
+    preset: Annotated[str | None, typer.Option(
+        "--preset", envvar="SS3D_PRESET", help="Preset whose [extract] settings mesh the field (default: those the "
+        "checkpoint was trained with).")] = None,
 ) -> None:
     """Reconstruct a coloured mesh from each segmented image (the paper's input preprocessing, then extraction)."""
     from ss3d_model.reconstruct import (
+        inference_settings,
         load_for_inference,
         load_image_and_mask,
         plan_jobs,
@@ -75,11 +76,9 @@ def reconstruct_command(
     )
     from ss3d_model.turntable import turntable as turntable_views
 
-    loaded = load_preset(preset)
-    extract = ExtractConfig.from_preset(loaded)
-    mask_threshold = float(loaded.section("data")["mask_threshold"])
     jobs = plan_jobs(image, mask, out, turntable, mesh_format)
-    network, compiled = load_for_inference(checkpoint, compile_decoder)
+    network, meta, compiled = load_for_inference(checkpoint, compile_decoder)
+    extract, mask_threshold = inference_settings(meta, preset)
     if compile_decoder and not compiled:
         console.print("[yellow]torch.compile is unavailable here; using the eager decoder[/yellow]")
     with progress() as bar:

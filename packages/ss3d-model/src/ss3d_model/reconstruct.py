@@ -13,7 +13,7 @@ from PIL import Image
 
 from ss3d_data.atomic import atomic_write, atomic_write_bytes
 from ss3d_data.errors import Ss3dError
-from ss3d_data.presets import load_preset
+from ss3d_data.presets import load_preset, section_config
 from ss3d_data.preprocess import crop_to_mask
 from ss3d_model.checkpoint import CheckpointMeta
 from ss3d_model.config import ExtractConfig, ModelConfig
@@ -166,8 +166,30 @@ def init_checkpoint(preset: str, out: str | os.PathLike[str], imagenet: str | os
     return meta
 
 
-def load_for_inference(checkpoint: Path, compile: bool = False) -> tuple[ReconstructionNetwork, bool]:
-    """Load a network in eval mode; with ``compile``, try ``torch.compile`` on the decoder. -> (network, compiled)"""
-    network, _ = load_network(checkpoint)
+def inference_settings(meta: CheckpointMeta, preset: str | None = None) -> tuple[ExtractConfig, float]:
+    """(extraction settings, mask threshold) to mesh a checkpoint with: those of ``preset`` when given, else those the
+    checkpoint records (training stages store their preset's ``[extract]`` section and mask threshold in
+    ``extra``), else those of the preset it names. A checkpoint trained with the ``cpu`` preset thus meshes at the
+    cpu threshold without the user repeating ``--preset cpu``."""
+    if preset is None and isinstance(meta.extra.get("extract"), dict):
+        try:
+            extract = section_config(ExtractConfig, dict(meta.extra["extract"]), "extract")
+            return extract, float(meta.extra.get("mask_threshold", 0.5))
+        except (Ss3dError, TypeError, ValueError):
+            pass  # a malformed record: fall back to the named preset
+    name = preset if preset is not None else (meta.preset or "paper")
+    try:
+        loaded = load_preset(name)
+    except Ss3dError:
+        raise Ss3dError(f"the checkpoint's preset {name!r} is not available here",
+                        hint="name the extraction settings with --preset (e.g. cpu, paper or a .toml path)") from None
+    return ExtractConfig.from_preset(loaded), float(loaded.section("data")["mask_threshold"])
+
+
+def load_for_inference(checkpoint: Path, compile: bool = False
+                       ) -> tuple[ReconstructionNetwork, CheckpointMeta, bool]:
+    """Load a network in eval mode; with ``compile``, try ``torch.compile`` on the decoder.
+    -> (network, its metadata, compiled)"""
+    network, meta = load_network(checkpoint)
     network.eval()
-    return network, (network.enable_compile() if compile else False)
+    return network, meta, (network.enable_compile() if compile else False)

@@ -143,13 +143,17 @@ class ViewsTransform:
     resized to ``supervision_size`` with their cameras (pretraining; also the synthetic half of distillation).
 
     Output: input [3, S, S]; rgb [K, s, s, 3] (background 0); mask [K, s, s]; intrinsics [K, 3, 3];
-    cam2world [K, 4, 4]; input_intrinsics [3, 3]; input_cam2world [4, 4]; input_size_px (original side).
+    cam2world [K, 4, 4]; input_intrinsics [3, 3]; input_cam2world [4, 4]; input_size_px (original side); with
+    ``occupancy_points`` P > 0 also occupancy_points [P, 3] and occupancy_labels [P] drawn from the sample's
+    occupancy grid (a ``near_fraction`` share around the surface).
     """
 
     input_size: int
     supervision_size: int
     supervision_views: int
     mask_threshold: float
+    occupancy_points: int = 0
+    near_fraction: float = 0.5
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> dict[str, Any] | None:
         if sample.info.kind != "views":
@@ -172,7 +176,15 @@ class ViewsTransform:
             masks.append(soft)
             ks.append(k)
         size = self.supervision_size
-        return {
+        extra: dict[str, Any] = {}
+        if self.occupancy_points:
+            if sample.occupancy is None:
+                raise Ss3dError(f"sample {sample.info.key} carries no occupancy labels, which this preset's "
+                                "occupancy_weight needs", hint="write the views shards with `ss3d-data shard folders "
+                                "--manifest MESHES.jsonl` and a preset whose [data] occupancy_resolution is > 0")
+            points, labels = sample.occupancy.sample(self.occupancy_points, self.near_fraction, rng)
+            extra = {"occupancy_points": torch.from_numpy(points), "occupancy_labels": torch.from_numpy(labels)}
+        return {**extra,
             "input": _to_chw(crop.image),
             "rgb": torch.from_numpy(np.stack(rgbs)) if rgbs else torch.zeros(0, size, size, 3),
             "mask": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size),

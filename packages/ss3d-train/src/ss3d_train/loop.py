@@ -162,6 +162,13 @@ def verify_replicas(world: World, network: torch.nn.Module) -> list[str]:
     return everyone
 
 
+def inference_record(preset: Preset) -> dict[str, Any]:
+    """What a checkpoint needs to be meshed as its run intended (read by ``ss3d_model.inference_settings``): the
+    preset's ``[extract]`` section and mask threshold, so that a checkpoint of a ``.toml`` preset that is gone
+    still meshes right."""
+    return {"extract": preset.section("extract"), "mask_threshold": float(preset.section("data")["mask_threshold"])}
+
+
 class StageRun:
     """The run folder of one stage on one rank: config, metrics, checkpoints and resume state."""
 
@@ -238,7 +245,8 @@ class StageRun:
         return CheckpointMeta(model_config={}, stage=self.stage, preset=self.preset.name, step=position["step"],
                               epoch=position["epoch"], categories=categories, data_manifest_hash=manifest,
                               encoder_init=encoder_init, extra={"parents": parents, "world_size": self.world.size,
-                                                                "nonfinite_skipped": self.guard.skipped})
+                                                                "nonfinite_skipped": self.guard.skipped,
+                                                                **inference_record(self.preset)})
 
     def update(self, optimizer: torch.optim.Optimizer, loss: Tensor, step: int) -> bool:
         """One guarded optimiser update; False, with nothing changed, when the loss is NaN/Inf on any rank (every

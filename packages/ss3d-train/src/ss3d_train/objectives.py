@@ -109,6 +109,18 @@ class RenderObjective(nn.Module):
         return render_training_rays(self.network, z, self.samples, origins, directions, near, far, jitter)
 
 
+class ShapeObjective(RenderObjective):
+    """Pretraining's forward pass with 3D supervision: render rays and also query the field at labelled points."""
+
+    def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+                jitter: Tensor, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """As :class:`RenderObjective`, plus points [B, P, 3] -> mask [B, R], rgb [B, R, 3], sigma_raw [B, P]."""
+        z = self.network.encode(images)
+        mask, rgb = render_training_rays(self.network, z, self.samples, origins, directions, near, far, jitter)
+        sigma, _ = self.network.decode(z, points)
+        return mask, rgb, sigma
+
+
 class FieldObjective(nn.Module):
     """Encode the input images and query the field at points: the forward pass of distillation."""
 
@@ -130,3 +142,14 @@ def render_loss(mask: Tensor, rgb: Tensor, target_mask: Tensor, target_rgb: Tens
     err = mask_weight * mask_err + colour_weight * colour_err
     return err.mean() if reduce_dims is None else err.mean(dim=reduce_dims)
 
+
+
+def occupancy_loss(sigma_raw: Tensor, labels: Tensor, threshold: float) -> Tensor:
+    """Binary cross-entropy of inside/outside labels [B, P] (1 inside) with the logit ``sigma_raw - threshold``.
+
+    The extraction threshold is the decision boundary, so the surface the labels teach is the surface marching cubes
+    extracts; a density one unit above it is one logit more certain. Outside points are pushed below the threshold
+    (and, past it, below 0, which rendering's ReLU reads as empty space). Example: sigma 3 at a threshold of 2 on an
+    inside point costs log(1 + e^-1) = 0.313.
+    """
+    return nn.functional.binary_cross_entropy_with_logits(sigma_raw - threshold, labels)
