@@ -129,7 +129,8 @@ eval:
       $just score {{runs}}/expert-$category/expert-$category.safetensors experts \
         "{{data}}/shards/test/test-$category-*.tar" $res/experts-$category
     done
-    ss3d-eval table $res/*.jsonl $res/experts-*/*.jsonl --markdown $res/tables.md --json $res/tables.json
+    ss3d-eval table $res/*.jsonl $res/experts-*/*.jsonl --markdown $res/tables.md --json $res/tables.json \
+      --margin-over ellipsoid
 
 # IoU and Chamfer of one checkpoint on test shards, as <out>/<label>.{iou,chamfer}.jsonl (finished rows are kept)
 score checkpoint label shards out:
@@ -181,9 +182,10 @@ bench-quality:
     done
     mkdir -p {{bench_out}}
     ss3d-eval table $runs/results/*.jsonl $runs/results/experts-*/*.jsonl \
-      --markdown {{bench_out}}/quality.md --json {{bench_out}}/quality.json
+      --markdown {{bench_out}}/quality.md --json {{bench_out}}/quality.json --margin-over ellipsoid
     files=(); for label in "${labels[@]}"; do files+=($zs/*/$label.*.jsonl); done
-    ss3d-eval table "${files[@]}" --markdown {{bench_out}}/zero-shot.md --json {{bench_out}}/zero-shot.json
+    ss3d-eval table "${files[@]}" --markdown {{bench_out}}/zero-shot.md --json {{bench_out}}/zero-shot.json \
+      --margin-over ellipsoid
     echo "ss3d bench-quality done (preset {{preset}}): {{bench_out}}/quality.md, {{bench_out}}/zero-shot.md"
 
 # speed figures of every package (prints; no assertions)

@@ -1,7 +1,13 @@
 """The whole recipe, tiny: `just demo` on procedural meshes with the `mini` preset, then checks that every stage's
 files exist and validate against their contracts, and that the distilled model beats a randomly initialised
 network both in its point-wise loss to its teachers and in IoU on the tiny test set (the `mini` preset extracts at
-density 1.25: the trained fields peak at 1.5-2, a random network's stay under ~1.1, so it reconstructs nothing)."""
+density 1.25, where a random network's field (under ~1.1) reconstructs nothing).
+
+Why the IoU margin holds on any x86-64 CPU: without 3D supervision the trained fields peaked at only 1.5-2, and on
+an AVX2 machine (another float trajectory) the distilled field stayed under 1.25 everywhere: no surface, IoU 0, a
+coin toss between machines. The `mini` preset now adds pretraining's occupancy loss, which pushes the field above
+the threshold wherever the mesh is solid; measured with ATEN_CPU_CAPABILITY=avx2, every test image then has a
+surface and the distilled mean IoU is 0.25 against the random network's 0, five times the 0.05 the test asks."""
 
 import json
 import os

@@ -13,7 +13,7 @@ from ss3d_eval.config import eval_config
 from ss3d_eval.evaluate import evaluate, read_results
 from ss3d_eval.predict import MeshDirPredictor, make_predictors
 from ss3d_eval.report import build_report
-from ss3d_eval.table import build_table, score_names, summary_json, to_markdown, to_rich
+from ss3d_eval.table import build_table, margins, margins_markdown, score_names, summary_json, to_markdown, to_rich
 
 app = make_app("ss3d-eval", "Evaluate ss3d reconstructions: IoU, Chamfer and F-score after alignment; tables and an HTML report.")
 
@@ -88,11 +88,18 @@ def chamfer(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("result
                no_align, save_meshes, max_bad, subset, ellipsoid)
 
 
-def write_tables(files: list[Path], markdown: Path | None, json_path: Path | None, digits: int) -> str:
-    """Tables (one per score) of the rows in ``files``; optionally saved as Markdown and JSON. Returns Markdown."""
+def write_tables(files: list[Path], markdown: Path | None, json_path: Path | None, digits: int,
+                 margin_over: str | None = None) -> str:
+    """Tables (one per score) of the rows in ``files``, and with ``margin_over`` each method's margin over that
+    label (e.g. the ``ellipsoid`` floor) with bootstrap intervals; optionally saved as Markdown and JSON. Returns
+    Markdown."""
     rows = read_results(files)
     tables = [build_table(rows, name) for name in score_names(rows)]
     text = "\n".join(to_markdown(t, digits) for t in tables)
+    if margin_over is not None:
+        found = [m for name in score_names(rows)[:2] for m in margins(rows, name, margin_over)]
+        text += "\n" + margins_markdown(found, digits)
+        typer.echo(margins_markdown(found, digits))
     if markdown is not None:
         atomic_write_text(markdown, text)
     if json_path is not None:
@@ -108,9 +115,12 @@ def table(
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the tables as Markdown here.")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the table values as JSON here.")] = None,
     digits: Annotated[int, typer.Option("--digits", help="Decimals shown.")] = 3,
+    margin_over: Annotated[Optional[str], typer.Option(
+        "--margin-over", help="Also each method's margin over this label (e.g. ellipsoid), with 95% "
+        "paired-bootstrap intervals.")] = None,
 ) -> None:
     """Per-category and mean tables, one column per method (as the paper's tables 2-4)."""
-    write_tables(files, markdown, json_path, digits)
+    write_tables(files, markdown, json_path, digits, margin_over)
 
 
 @app.command()
