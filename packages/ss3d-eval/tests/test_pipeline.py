@@ -198,8 +198,8 @@ def test_checkpoint_predictions_through_the_real_network(dataset, tmp_path):
     # kept as meshes for the report.
     low = tmp_path / "low.toml"
     low.write_text('[preset]\ninherit = "tiny"\n[extract]\ndensity_threshold = 0.04\n')
-    result = runner.invoke(app, ["chamfer", *common, "--checkpoint", str(checkpoint), "--preset", str(low),
-                                 "--label", "noise", "--limit", "2"])
+    result = runner.invoke(app, ["chamfer", *common, "--checkpoint", str(checkpoint), "--preset", "tiny",
+                                 "--extract-preset", str(low), "--label", "noise", "--limit", "2"])
     assert result.exit_code == 0, result.output
     rows = read_results([result_path(out, "noise", "chamfer")])
     assert len(rows) == 2 and {r["status"] for r in rows} <= {"ok", "empty"}

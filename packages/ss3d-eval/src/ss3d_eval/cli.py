@@ -38,6 +38,9 @@ SaveOpt = Annotated[bool, typer.Option("--save-meshes/--no-save-meshes",
                                        help="Keep predicted meshes in <out>/<label>-meshes/ (for the report).")]
 SubsetOpt = Annotated[str, typer.Option(
     "--subset", help="all, seen or unseen: only categories the method was (not) trained on (zero-shot).")]
+ExtractPresetOpt = Annotated[Optional[str], typer.Option(
+    "--extract-preset", help="Preset whose [extract] settings mesh the checkpoints (default: the settings each "
+    "checkpoint was trained with).")]
 EllipsoidOpt = Annotated[bool, typer.Option(
     "--ellipsoid", help="Also score the floor: an ellipsoid fitted to each input mask (label 'ellipsoid').")]
 MaxBadOpt = Annotated[int, typer.Option("--max-bad", help="Corrupt shard samples tolerated before stopping.")]
@@ -46,12 +49,12 @@ MaxBadOpt = Annotated[int, typer.Option("--max-bad", help="Corrupt shard samples
 def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path] | None, pred_dirs: list[Path] | None,
                labels: list[str] | None, seen_categories: str | None, out: Path, preset: str, view: int,
                limit: int | None, no_align: bool, save_meshes: bool, max_bad: int, subset: str = "all",
-               ellipsoid: bool = False) -> list[Path]:
+               ellipsoid: bool = False, extract_preset: str | None = None) -> list[Path]:
     """Evaluate every method under ``metric``; print the comparison table; return the result files."""
     cfg = eval_config(preset)
     seen = [c.strip() for c in seen_categories.split(",") if c.strip()] if seen_categories is not None else None
     predictors = make_predictors([str(c) for c in checkpoints or []], [str(d) for d in pred_dirs or []],
-                                 labels or [], preset, seen, ellipsoid)
+                                 labels or [], preset, seen, ellipsoid, extract_preset)
     files = []
     for predictor in predictors:
         keep = save_meshes or not isinstance(predictor, MeshDirPredictor)  # the report shows computed meshes
@@ -71,10 +74,10 @@ def iou(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("results"),
         pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
         preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
         save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all",
-        ellipsoid: EllipsoidOpt = False) -> None:
+        ellipsoid: EllipsoidOpt = False, extract_preset: ExtractPresetOpt = None) -> None:
     """Volumetric IoU of each prediction against its ground-truth mesh, after alignment."""
     run_metric("iou", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
-               no_align, save_meshes, max_bad, subset, ellipsoid)
+               no_align, save_meshes, max_bad, subset, ellipsoid, extract_preset)
 
 
 @app.command()
@@ -82,10 +85,10 @@ def chamfer(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("result
             pred_dir: PredDirOpt = None, label: LabelOpt = None, seen_categories: SeenOpt = None,
             preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
             save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all",
-            ellipsoid: EllipsoidOpt = False) -> None:
+            ellipsoid: EllipsoidOpt = False, extract_preset: ExtractPresetOpt = None) -> None:
     """Chamfer distance and F-scores of each prediction against its ground-truth mesh or point cloud, after alignment."""
     run_metric("chamfer", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
-               no_align, save_meshes, max_bad, subset, ellipsoid)
+               no_align, save_meshes, max_bad, subset, ellipsoid, extract_preset)
 
 
 def write_tables(files: list[Path], markdown: Path | None, json_path: Path | None, digits: int,

@@ -195,10 +195,12 @@ def mesh_dir_predictor(folder: str | os.PathLike[str], label: str,
 
 
 def make_predictors(checkpoints: list[str], pred_dirs: list[str], labels: list[str], preset: str,
-                    seen_categories: list[str] | None = None, ellipsoid: bool = False) -> list[Predictor]:
-    """One predictor per checkpoint, then per prediction folder, named by ``labels`` in that order (default: the
-    file's stem or the folder's name), then the mask-ellipsoid floor when ``ellipsoid``. Label count and uniqueness
-    are checked."""
+                    seen_categories: list[str] | None = None, ellipsoid: bool = False,
+                    extract_preset: str | None = None) -> list[Predictor]:
+    """One predictor per checkpoint (meshed with ``extract_preset``'s ``[extract]`` settings, or with those each
+    checkpoint records when None), then per prediction folder, named by ``labels`` in that order (default: the
+    file's stem or the folder's name), then the mask-ellipsoid floor when ``ellipsoid`` (masks thresholded as
+    ``preset`` says). Label count and uniqueness are checked."""
     from ss3d_data.schema import make_key
 
     sources = [("checkpoint", c) for c in checkpoints] + [("dir", d) for d in pred_dirs]
@@ -213,7 +215,7 @@ def make_predictors(checkpoints: list[str], pred_dirs: list[str], labels: list[s
     out: list[Predictor] = []
     for (kind, path), name in zip(sources, names):
         if kind == "checkpoint":
-            out.append(checkpoint_predictor(path, name))  # meshed as trained; ``preset`` sets the protocol
+            out.append(checkpoint_predictor(path, name, extract_preset))
         else:
             out.append(mesh_dir_predictor(path, name, seen_categories))
     if ellipsoid:
