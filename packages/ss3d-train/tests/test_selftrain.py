@@ -104,7 +104,8 @@ def box_collection(tmp_path, make_collection):
 
 
 @pytest.mark.slow
-def test_camera_probabilities_favour_the_hypotheses_nearer_the_true_cameras(tmp_path, box_collection, small_preset, override_preset):
+def test_camera_probabilities_favour_the_hypotheses_nearer_the_true_cameras(tmp_path, box_collection, small_preset,
+                                                                           override_preset):
     preset_path = override_preset(small_preset, tmp_path, model={"hidden": 32}, volume={"samples_per_ray": 24},
                                   selftrain={"camera_epochs": 20, "joint_epochs": 0, "camera_steps_per_step": 8,
                                              "rays_per_hypothesis": 128, "lr_camera": 0.05,
