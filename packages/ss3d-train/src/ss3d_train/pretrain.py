@@ -150,13 +150,12 @@ def _pretrain_loss(objective, batch: dict[str, Any], cfg: PretrainConfig, volume
     jitter = depth_jitter(per_object["near"].shape, volume.samples_per_ray, generator, device)
     args = (batch["input"].to(device), per_object["origins"], per_object["directions"], per_object["near"],
             per_object["far"], jitter)
-    if "occupancy_points" not in batch:
-        pred_mask, pred_rgb = objective(*args)
-        return render_loss(pred_mask, pred_rgb, per_object["target_mask"], per_object["target_rgb"],
-                           cfg.mask_weight, cfg.colour_weight), {}
-    pred_mask, pred_rgb, sigma = objective(*args, batch["occupancy_points"].to(device))
-    rendered = render_loss(pred_mask, pred_rgb, per_object["target_mask"], per_object["target_rgb"], cfg.mask_weight,
-                           cfg.colour_weight)
-    occupancy = occupancy_loss(sigma, batch["occupancy_labels"].to(device), threshold)
+    labelled = "occupancy_points" in batch
+    outputs = objective(*args, batch["occupancy_points"].to(device)) if labelled else objective(*args)
+    rendered = render_loss(outputs[0], outputs[1], per_object["target_mask"], per_object["target_rgb"],
+                           cfg.mask_weight, cfg.colour_weight)
+    if not labelled:
+        return rendered, {}
+    occupancy = occupancy_loss(outputs[2], batch["occupancy_labels"].to(device), threshold)
     parts = {"render_loss": float(rendered.detach()), "occupancy_loss": float(occupancy.detach())}
     return rendered + cfg.occupancy_weight * occupancy, parts
