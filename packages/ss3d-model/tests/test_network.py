@@ -139,3 +139,19 @@ def test_compiled_decoder_matches_eager(tiny_network, tiny_config):
     assert other_size[0].shape == (2, 123)
     assert set(tiny_network.state_dict()) == keys  # compiling adds nothing to checkpoints
     tiny_network.disable_compile()
+
+
+def test_a_compiled_decoder_that_disagrees_with_the_eager_one_is_not_used(tiny_network, tiny_config, monkeypatch):
+    # A stand-in for a miscompile (measured once: a cache shared across CPU kernel capabilities gave outputs off by
+    # about 1): the compiled function is off by 0.01, which the check before use must catch.
+    def miscompile(fn, **kwargs):
+        return lambda z, points: fn(z, points) + 0.01
+
+    monkeypatch.setattr(torch, "compile", miscompile)
+    z = torch.randn(2, tiny_config.latent_dim) * 0.2
+    points = torch.rand(2, 50, 3) - 0.5
+    with torch.inference_mode():
+        eager = tiny_network.decode(z, points)
+        assert not tiny_network.enable_compile()
+        after = tiny_network.decode(z, points)
+    torch.testing.assert_close(after, eager, rtol=0, atol=0)

@@ -1,5 +1,21 @@
 """ss3d-model: the image-conditioned implicit reconstruction network and everything needed to use it."""
 
+import os as _os
+import tempfile as _tempfile
+
+import torch as _torch
+
+# torch.compile's on-disk cache (inductor) does not tell CPU kernel capabilities apart. Measured on an AVX-512
+# machine: a decoder compiled under the default kernels and reloaded under ATEN_CPU_CAPABILITY=avx2 gave outputs off
+# by up to 1.09 (on values of about 1); after an avx2 compile, the default kernels' compile failed on the cached
+# precompiled header. So each capability gets a cache folder of its own, unless the user chose one. This runs before
+# anything imports torchvision, which makes torch fix the folder for the rest of the process.
+if "TORCHINDUCTOR_CACHE_DIR" not in _os.environ:
+    _os.environ["TORCHINDUCTOR_CACHE_DIR"] = _os.path.join(
+        _tempfile.gettempdir(),
+        f"torchinductor_{_os.getuid()}_{_torch.backends.cpu.get_cpu_capability().lower()}",
+    )
+
 from ss3d_model.cameras import (
     MultiHypothesisCameras,
     intrinsics_matrix,

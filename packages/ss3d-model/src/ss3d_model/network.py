@@ -121,21 +121,27 @@ class ReconstructionNetwork(nn.Module):
         """Run the decoder through ``torch.compile`` for inference (dynamic shapes: varying point counts do not
         recompile; training code may compile the decoder itself).
 
-        Compiled code is cached on disk by torch (inductor's FX graph cache), so later processes start faster.
-        Returns False, keeping the eager decoder, when compilation is unavailable or fails here.
+        Compiled code is cached on disk by torch (inductor's FX graph cache), so later processes start faster; the
+        cache folder is one per CPU kernel capability (see the package's ``__init__``). The compiled decoder is
+        checked against the eager one on a random probe before it is used. Returns False, keeping the eager decoder,
+        when compilation is unavailable, fails here, or gives different numbers.
         """
         try:
             compiled = torch.compile(self.decoder.forward, dynamic=True)
             device = next(self.decoder.parameters()).device
-            probe_z = torch.zeros(1, self.config.latent_dim, device=device)
+            generator = torch.Generator().manual_seed(0)
+            probe_z = (0.2 * torch.randn(1, self.config.latent_dim, generator=generator)).to(device)
+            probe_points = (torch.rand(1, 17, 3, generator=generator) - 0.5).to(device)
             # Compile now (and fail here if it must), in inference mode: the mode extraction runs in, since a
             # grad-mode change would recompile.
             # One point is a size torch specialises on (0/1 specialisation): compile that variant now as well, so
             # extraction's occasional single-point calls never stall on a compile.
             with torch.inference_mode():
-                for count in (17, 1):
-                    compiled(probe_z, torch.zeros(1, count, 3, device=device))
-        except Exception:  # any compiler failure: stay eager, correct and slower
+                for points in (probe_points, probe_points[:, :1]):
+                    if not torch.allclose(compiled(probe_z, points), self.decoder(probe_z, points),
+                                          rtol=1e-4, atol=1e-4):
+                        raise RuntimeError("the compiled decoder disagrees with the eager one")
+        except Exception:  # any compiler failure or miscompile: stay eager, correct and slower
             self._decoder_fn = None
             return False
         self._decoder_fn = compiled
