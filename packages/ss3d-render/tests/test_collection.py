@@ -45,7 +45,7 @@ def test_vertex_colours_categories_and_sidecar_only_cameras(mixed_manifest: Path
     out = tmp_path / "collection"
     summary = render_collection(mixed_manifest, out, preset=str(test_preset), categories=["capsule"])
     assert summary.rendered == 1 and sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "cameras.jsonl", "capsule"]
+        "blender.log", "cameras.jsonl", "capsule"]
     sample = read_sample_dir(out / "capsule")
     inside = sample.images[0][sample.masks[0] >= 250].astype(np.float64).mean(0)
     assert kit.VERTEX_RGB[2] > kit.VERTEX_RGB[0]

@@ -41,7 +41,7 @@ def test_textured_obj_shows_its_texture_not_its_diffuse_colour(mixed_manifest: P
     from ss3d_render.views import render_views
 
     summary = render_views(mixed_manifest, tmp_path / "views", preset=str(test_preset), categories=["box"])
-    assert summary.rendered == 1 and sorted(p.name for p in (tmp_path / "views").iterdir()) == ["box"]
+    assert summary.rendered == 1 and sorted(p.name for p in (tmp_path / "views").iterdir()) == ["blender.log", "box"]
     sample = read_sample_dir(tmp_path / "views" / "box")
     inside = sample.images[sample.masks >= 250].astype(np.float64)
     red, green, blue = inside.mean(0)
@@ -58,7 +58,7 @@ def test_resume_split_and_determinism(tmp_path: Path, test_preset: Path, kit):
     write_manifest(manifest, [kit.record(f"s{i}", path, mesh, matrix) for i in range(3)])
     out = tmp_path / "out"
     first = render_views(manifest, out, preset=str(test_preset), shard_index=1, num_shards=2)
-    assert first.rendered == 1 and sorted(p.name for p in out.iterdir()) == ["s1"]
+    assert first.rendered == 1 and sorted(p.name for p in out.iterdir()) == ["blender-1-of-2.log", "s1"]
     again = render_views(manifest, out, preset=str(test_preset), shard_index=1, num_shards=2)
     assert again.rendered == 0 and again.skipped == 1
     # the same instance renders identically in another run and another process split
@@ -120,4 +120,4 @@ def test_an_unreadable_mesh_is_skipped_and_reported_while_the_rest_render(sphere
     summary = render_views(sphere_manifest, out, preset=str(test_preset))
     assert summary.rendered == 1 and summary.views == 3
     assert len(summary.failed) == 1 and summary.failed[0].startswith("broken: ")
-    assert sorted(p.name for p in out.iterdir()) == ["sphere"]  # nothing half-written for the broken mesh
+    assert sorted(p.name for p in out.iterdir()) == ["blender.log", "sphere"]  # nothing half-written for "broken"

@@ -42,13 +42,18 @@ def _split(categories: str | None) -> list[str] | None:
 
 
 def _report(summary: RenderSummary, what: str) -> None:
+    """The run's one summary line (Blender's own output is in the log it names)."""
+    log = f"; Blender's output: {summary.log}" if summary.log is not None else ""
     console.print(
-        f"{what}: {summary.rendered} rendered, {summary.skipped} already present, {len(summary.failed)} failed "
-        f"of {summary.assigned}; {summary.views} images in {summary.seconds:.1f} s "
-        f"({summary.views_per_second:.1f} images/s)"
+        f"{what}: {summary.rendered} of {summary.assigned} meshes rendered ({summary.views} images), "
+        f"{summary.skipped} already present, {len(summary.failed)} failed, "
+        f"{summary.textures_unresolved} textures unresolved; {summary.seconds:.1f} s "
+        f"({summary.views_per_second:.1f} images/s){log}",
+        soft_wrap=True,
     )
     if summary.failed and summary.rendered == 0 and summary.skipped == 0:
-        raise Ss3dError(f"every instance failed; first: {summary.failed[0]}")
+        hint = f"every failure is listed in {summary.log}" if summary.log is not None else None
+        raise Ss3dError(f"every instance failed; first: {summary.failed[0]}", hint=hint)
 
 
 @app.command("views")

@@ -31,11 +31,12 @@ from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orb
 from ss3d_render.config import RenderConfig, render_config
 from ss3d_render.imaging import composite, degrade_mask, random_background
 from ss3d_render.jobs import (
+    BlenderLog,
     RenderSummary,
     assigned_records,
     instance_rng,
+    log_path,
     premultiply,
-    quiet_stdout,
     render_each,
     select_categories,
 )
@@ -64,8 +65,7 @@ def render_instance_images(
     cameras are returned for the sidecar only, the samples carry none. Deterministic given (seed, instance)."""
     rng = instance_rng(seed, record.instance_id, "collection")
     size = config.image_size
-    with quiet_stdout():
-        scene.load_object(record.resolve(manifest_path), record.matrix())
+    scene.load_object(record.resolve(manifest_path), record.matrix())
     scene.set_noise_seed(int(rng.integers(2**31)))
     results = []
     max_radius = round(config.collection_degrade_fraction * size)
@@ -78,8 +78,7 @@ def render_instance_images(
             )[0]
             focal = config.focal_px * float(rng.uniform(1 - jitter, 1 + jitter))
             cam2world = look_at_cam2world(eye, roll_deg=float(rng.uniform(-1, 1) * config.collection_roll_deg))
-            with quiet_stdout():
-                rgba = scene.render(cam2world, focal)
+            rgba = scene.render(cam2world, focal)
             if (rgba[..., 3] >= 128).any():
                 break
         else:
@@ -142,7 +141,8 @@ def render_collection(
     views_per_instance: int | None = None,
 ) -> RenderSummary:
     """Render the collection images of the selected categories into ``out/<key>/`` (``kind = "image"``),
-    skipping instances whose images all exist, then rebuild the camera sidecar ``out/cameras.jsonl``."""
+    skipping instances whose images all exist, then rebuild the camera sidecar ``out/cameras.jsonl``. Blender's own
+    output goes to ``out/blender.log`` (see :class:`~ss3d_render.jobs.BlenderLog`)."""
     config = render_config(preset)
     if views_per_instance is not None:
         if views_per_instance < 1:
@@ -160,7 +160,8 @@ def render_collection(
     todo = [r for r in records if not all((out_path / k).is_dir() for k in image_keys(r.instance_id, count))]
     summary.skipped = len(records) - len(todo)
     if todo:
-        with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene:
+        log = BlenderLog(log_path(out_path, shard_index, num_shards))
+        with log, RenderScene(config.image_size, config.cycles_samples, config.max_bounces, log=log) as scene:
             def render_one(record: MeshRecord) -> int:
                 images = render_instance_images(scene, record, manifest_path, config, seed, background, degrade)
                 for sample, intrinsics, cam2world in images:
@@ -170,6 +171,8 @@ def render_collection(
                     write_sample_dir(sample, out_path)
                 return len(images)
 
-            render_each(todo, summary, "collection", "img", render_one)
+            render_each(todo, summary, "collection", "img", render_one, log)
+            summary.textures_unresolved = scene.textures_unresolved
+        summary.log = log.path
     rebuild_sidecar(out_path)
     return summary

@@ -6,7 +6,8 @@ frame) applies unchanged. glTF is Y-up by specification and Blender's importer a
 conversion is undone before ``to_canonical``. OFF has no Blender importer: it goes through trimesh.
 
 Materials: textures of OBJ+MTL and GLB/GLTF come with the importers; vertex colours (PLY, OFF) become a material
-reading the colour attribute; objects without any material get a plain grey one.
+reading the colour attribute; objects without any material get a plain grey one. Textures whose file cannot be
+found are listed by :func:`unresolved_textures` (the render commands count them and name them in their log).
 """
 
 from __future__ import annotations
@@ -136,6 +137,27 @@ def import_mesh(path: str | Path, to_canonical: np.ndarray, matte: bool = True) 
         _ensure_materials(obj, matte)
     bpy.context.view_layer.update()
     return new
+
+
+def unresolved_textures(objects: list[bpy.types.Object]) -> list[str]:
+    """Image textures of the materials of ``objects`` whose file does not exist: their absolute paths as Blender
+    tried them, sorted, each once. Sweet Home 3D's OBJ files often name textures by a path on their author's disk
+    (``map_Kd C:/Documents and Settings/...``); Cycles renders such an image as magenta."""
+    missing: set[str] = set()
+    for material in {slot.material for obj in objects for slot in obj.material_slots if slot.material is not None}:
+        if material.node_tree is None:
+            continue
+        for node in material.node_tree.nodes:
+            if node.type != "TEX_IMAGE":
+                continue
+            image = node.image
+            if image is None:
+                missing.add(f"(no image: material {material.name})")
+            elif image.source == "FILE" and image.packed_file is None:
+                path = bpy.path.abspath(image.filepath)
+                if not Path(path).is_file():
+                    missing.add(path)
+    return sorted(missing)
 
 
 def world_bounds(objects: list[bpy.types.Object]) -> tuple[np.ndarray, np.ndarray]:

@@ -3,10 +3,13 @@
 Cycles keeps its synchronised scene between renders (``render.use_persistent_data``), so a new view costs a camera
 move and a render; a new instance costs one import plus the geometry upload. Renders go to an RGBA PNG in a private
 temporary folder and come back as a uint8 array: film is transparent, so alpha is the object's coverage (the mask).
+Given a :class:`~ss3d_render.jobs.BlenderLog`, the scene sends the Python-level output of its bpy calls there and
+notes each mesh's unresolved textures in it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import tempfile
@@ -20,7 +23,8 @@ from PIL import Image
 
 from ss3d_data.errors import Ss3dError
 from ss3d_render.cameras import blender_matrix_world, spherical_to_position
-from ss3d_render.importers import import_mesh
+from ss3d_render.importers import import_mesh, unresolved_textures
+from ss3d_render.jobs import BlenderLog
 
 _SENSOR_WIDTH_MM = 36.0
 _HDRI_SIZE = (64, 32)  # HDRIs are averaged down to this size (width, height)
@@ -39,8 +43,11 @@ class RenderScene:
     """A reusable Cycles scene rendering square ``image_size`` RGBA views of one object at a time."""
 
     def __init__(
-        self, image_size: int, samples: int, max_bounces: int, use_hdris: bool = True, matte: bool = True
+        self, image_size: int, samples: int, max_bounces: int, use_hdris: bool = True, matte: bool = True,
+        log: BlenderLog | None = None,
     ) -> None:
+        self._log = log
+        self.textures_unresolved = 0  # unresolved image textures of all meshes loaded so far
         bpy.ops.wm.read_factory_settings(use_empty=True)
         self.image_size = image_size
         self.samples = samples
@@ -151,10 +158,20 @@ class RenderScene:
         """The objects of the currently loaded mesh (empty before the first load)."""
         return list(self._objects)
 
-    def load_object(self, path: str | Path, to_canonical: np.ndarray) -> None:
-        """Replace the current object with the mesh at ``path``, placed by ``to_canonical`` [4, 4]."""
+    def _captured(self) -> contextlib.AbstractContextManager[None]:
+        return self._log.capture() if self._log is not None else contextlib.nullcontext()
+
+    def load_object(self, path: str | Path, to_canonical: np.ndarray) -> list[str]:
+        """Replace the current object with the mesh at ``path``, placed by ``to_canonical`` [4, 4]. Returns the
+        paths of its textures that could not be read (see :func:`~ss3d_render.importers.unresolved_textures`)."""
         self.clear_object()
-        self._objects = import_mesh(path, to_canonical, matte=self.matte)
+        with self._captured():
+            self._objects = import_mesh(path, to_canonical, matte=self.matte)
+        missing = unresolved_textures(self._objects)
+        self.textures_unresolved += len(missing)
+        if missing and self._log is not None:
+            self._log.note(f"ss3d-render: {path}: {len(missing)} textures unresolved: {'; '.join(missing)}")
+        return missing
 
     def set_noise_seed(self, seed: int) -> None:
         """Cycles' sampling seed: drawn per instance so that instances do not share one noise pattern."""
@@ -207,7 +224,8 @@ class RenderScene:
             raise Ss3dError("no object loaded to render")
         self._camera.data.lens = focal_px * _SENSOR_WIDTH_MM / self.image_size
         self._camera.matrix_world = Matrix(blender_matrix_world(cam2world).tolist())
-        bpy.ops.render.render(write_still=True)
+        with self._captured():
+            bpy.ops.render.render(write_still=True)
         with Image.open(self._frame_path) as image:
             rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8).copy()
         return rgba

@@ -21,11 +21,12 @@ from ss3d_data.schema import Sample, SampleInfo, write_sample_dir
 from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orbit
 from ss3d_render.config import RenderConfig, render_config
 from ss3d_render.jobs import (
+    BlenderLog,
     RenderSummary,
     assigned_records,
     instance_rng,
+    log_path,
     premultiply,
-    quiet_stdout,
     render_each,
     select_categories,
 )
@@ -41,8 +42,7 @@ def render_instance_views(
     intrinsics [V, 3, 3], cam2world [V, 4, 4]); deterministic given (seed, instance_id)."""
     rng = instance_rng(seed, record.instance_id, "views")
     size = config.image_size
-    with quiet_stdout():
-        scene.load_object(record.resolve(manifest_path), record.matrix())
+    scene.load_object(record.resolve(manifest_path), record.matrix())
     lighting = scene.randomise_lighting(rng)
     scene.set_noise_seed(int(rng.integers(2**31)))
     intrinsics = intrinsics_matrix(config.focal_px, size, size)
@@ -51,8 +51,7 @@ def render_instance_views(
         for _ in range(_RETRIES_PER_VIEW):
             eye = sample_orbit(rng, 1, config.azimuth_deg, config.elevation_deg, config.distance_range)[0]
             cam2world = look_at_cam2world(eye)
-            with quiet_stdout():
-                rgb, mask = premultiply(scene.render(cam2world, config.focal_px))
+            rgb, mask = premultiply(scene.render(cam2world, config.focal_px))
             if (mask >= 128).any():
                 break
         else:
@@ -94,7 +93,8 @@ def render_views(
 ) -> RenderSummary:
     """Render every instance of ``manifest`` (of ``categories`` if given) assigned to this process into
     ``out/<instance_id>/``; instances whose folder exists are skipped (resume). ``limit`` caps the instances
-    considered (after the process split)."""
+    considered (after the process split). Blender's own output goes to ``out/blender.log`` (see
+    :class:`~ss3d_render.jobs.BlenderLog`)."""
     config = render_config(preset)
     seed = config.seed if seed is None else seed
     manifest_path = Path(manifest)
@@ -107,11 +107,14 @@ def render_views(
     summary.skipped = len(records) - len(todo)
     if not todo:
         return summary
-    with RenderScene(config.image_size, config.cycles_samples, config.max_bounces) as scene:
+    log = BlenderLog(log_path(out_path, shard_index, num_shards))
+    with log, RenderScene(config.image_size, config.cycles_samples, config.max_bounces, log=log) as scene:
         def render_one(record: MeshRecord) -> int:
             sample = render_instance_views(scene, record, manifest_path, config, seed)
             write_sample_dir(sample, out_path)
             return sample.num_views
 
-        render_each(todo, summary, "views", "views", render_one)
+        render_each(todo, summary, "views", "views", render_one, log)
+        summary.textures_unresolved = scene.textures_unresolved
+    summary.log = log.path
     return summary
