@@ -49,6 +49,20 @@ def test_textured_obj_shows_its_texture_not_its_diffuse_colour(mixed_manifest: P
     assert red > 2 * green and red > 2 * blue, (red, green, blue)
 
 
+def test_a_texture_whose_file_is_missing_gives_way_to_the_diffuse_colour(mixed_manifest: Path, test_preset: Path,
+                                                                          tmp_path: Path, kit):
+    # Sweet Home 3D's MTL files name some textures by a path on their author's disk; Cycles would render those magenta
+    from ss3d_render.views import render_views
+
+    (tmp_path / "paint.png").unlink()
+    summary = render_views(mixed_manifest, tmp_path / "views", preset=str(test_preset), categories=["box"])
+    assert summary.rendered == 1 and summary.textures_unresolved == 1
+    sample = read_sample_dir(tmp_path / "views" / "box")
+    red, green, blue = sample.images[sample.masks >= 250].astype(np.float64).mean(0)
+    assert kit.MTL_KD == (0.0, 1.0, 0.0)
+    assert green > 2 * red and green > 2 * blue, (red, green, blue)
+
+
 def test_resume_split_and_determinism(tmp_path: Path, test_preset: Path, kit):
     from ss3d_data.manifest import write_manifest
     from ss3d_render.views import render_views

@@ -7,7 +7,8 @@ conversion is undone before ``to_canonical``. OFF has no Blender importer: it go
 
 Materials: textures of OBJ+MTL and GLB/GLTF come with the importers; vertex colours (PLY, OFF) become a material
 reading the colour attribute; objects without any material get a plain grey one. Textures whose file cannot be
-found are listed by :func:`unresolved_textures` (the render commands count them and name them in their log).
+found are dropped (the material's own colour shows instead of Cycles' magenta) and listed by
+:func:`drop_unresolved_textures` (the render commands count them and name them in their log).
 """
 
 from __future__ import annotations
@@ -139,24 +140,36 @@ def import_mesh(path: str | Path, to_canonical: np.ndarray, matte: bool = True) 
     return new
 
 
-def unresolved_textures(objects: list[bpy.types.Object]) -> list[str]:
-    """Image textures of the materials of ``objects`` whose file does not exist: their absolute paths as Blender
-    tried them, sorted, each once. Sweet Home 3D's OBJ files often name textures by a path on their author's disk
-    (``map_Kd C:/Documents and Settings/...``); Cycles renders such an image as magenta."""
+def _missing_image(node: bpy.types.Node) -> str | None:
+    """The path Blender tried for an image texture node whose file does not exist (None if it resolves)."""
+    image = node.image
+    if image is None:
+        return "(no image)"
+    if image.source == "FILE" and image.packed_file is None:
+        path = bpy.path.abspath(image.filepath)
+        if not Path(path).is_file():
+            return path
+    return None
+
+
+def drop_unresolved_textures(objects: list[bpy.types.Object]) -> list[str]:
+    """Drop the image textures of the materials of ``objects`` whose file does not exist, and return their paths
+    as Blender tried them, sorted, each once.
+
+    Sweet Home 3D's OBJ files often name textures by a path on their author's disk (``map_Kd C:/Documents and
+    Settings/...``; 32 of the 880 textures of the Debian library, none of them shipped). Cycles renders a missing
+    image magenta, which would teach the model colours no object has; without the node, the material shows its
+    diffuse colour (the MTL's ``Kd``, which Blender's importer puts on the shader whether or not a texture is
+    named)."""
     missing: set[str] = set()
     for material in {slot.material for obj in objects for slot in obj.material_slots if slot.material is not None}:
         if material.node_tree is None:
             continue
-        for node in material.node_tree.nodes:
-            if node.type != "TEX_IMAGE":
-                continue
-            image = node.image
-            if image is None:
-                missing.add(f"(no image: material {material.name})")
-            elif image.source == "FILE" and image.packed_file is None:
-                path = bpy.path.abspath(image.filepath)
-                if not Path(path).is_file():
-                    missing.add(path)
+        for node in [n for n in material.node_tree.nodes if n.type == "TEX_IMAGE"]:
+            path = _missing_image(node)
+            if path is not None:
+                missing.add(path if node.image is not None else f"(no image: material {material.name})")
+                material.node_tree.nodes.remove(node)
     return sorted(missing)
 
 

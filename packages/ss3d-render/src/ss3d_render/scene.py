@@ -23,7 +23,7 @@ from PIL import Image
 
 from ss3d_data.errors import Ss3dError
 from ss3d_render.cameras import blender_matrix_world, spherical_to_position
-from ss3d_render.importers import import_mesh, unresolved_textures
+from ss3d_render.importers import drop_unresolved_textures, import_mesh
 from ss3d_render.jobs import BlenderLog
 
 _SENSOR_WIDTH_MM = 36.0
@@ -163,11 +163,11 @@ class RenderScene:
 
     def load_object(self, path: str | Path, to_canonical: np.ndarray) -> list[str]:
         """Replace the current object with the mesh at ``path``, placed by ``to_canonical`` [4, 4]. Returns the
-        paths of its textures that could not be read (see :func:`~ss3d_render.importers.unresolved_textures`)."""
+        paths of its textures that could not be read (see :func:`~ss3d_render.importers.drop_unresolved_textures`)."""
         self.clear_object()
         with self._captured():
             self._objects = import_mesh(path, to_canonical, matte=self.matte)
-        missing = unresolved_textures(self._objects)
+        missing = drop_unresolved_textures(self._objects)
         self.textures_unresolved += len(missing)
         if missing and self._log is not None:
             self._log.note(f"ss3d-render: {path}: {len(missing)} textures unresolved: {'; '.join(missing)}")
