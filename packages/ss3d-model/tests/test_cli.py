@@ -11,14 +11,6 @@ from ss3d_model.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    result = runner.invoke(app, ["init", "--preset", "tiny", "--out", str(path)])
-    assert result.exit_code == 0, result.output
-    return path
-
-
 def rgba_image(path, size=(90, 70), box=(20, 15, 60, 50)):
     data = np.zeros((size[1], size[0], 4), np.uint8)
     x0, y0, x1, y1 = box
@@ -85,7 +77,7 @@ def test_bad_inputs(tmp_path, checkpoint, monkeypatch):
     assert "mask is empty" in error_of(reconstruct(*base, "--image", empty))
     rgb = tmp_path / "rgb.png"
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(rgb)
-    assert "no mask" in error_of(reconstruct(*base, "--image", rgb))
+    assert "no foreground object" in error_of(reconstruct(*base, "--image", rgb))  # uniform: no automatic mask
     small_mask = tmp_path / "small.png"
     Image.fromarray(np.full((10, 10), 255, np.uint8)).save(small_mask)
     assert "10x10 but the image is 30x30" in error_of(reconstruct(*base, "--image", rgb, "--mask", small_mask))

@@ -46,11 +46,12 @@ def init_command(
 def reconstruct_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained ss3d checkpoint (.safetensors).")],
     image: Annotated[list[Path], typer.Option(
-        "--image", help="Segmented RGB(A) image, or a folder of them; repeat for several (batch mode).")],
+        "--image", help="RGB(A) image, or a folder of them; repeat for several (batch mode).")],
     out: Annotated[Path, typer.Option(
         "--out", help="Mesh file (.glb/.obj/.ply) for one image; a folder in batch mode.")],
     mask: Annotated[Path | None, typer.Option(
-        "--mask", help="8-bit mask (255 = object); a folder of <stem>.png in batch mode. Default: the alpha.")] = None,
+        "--mask", help="8-bit mask (255 = object); a folder of <stem>.png in batch mode. Default: the image's alpha, "
+        "else an automatic mask (GrabCut), written next to the mesh as <mesh stem>.mask.png.")] = None,
     turntable: Annotated[Path | None, typer.Option(
         "--turntable", help="Also write a PNG with a few views of the mesh (a folder in batch mode).")] = None,
     mesh_format: Annotated[str, typer.Option("--format", help="Mesh format in batch mode: glb, obj or ply.")] = "glb",
@@ -64,11 +65,13 @@ def reconstruct_command(
         "--preset", envvar="SS3D_PRESET", help="Preset whose [extract] settings mesh the field (default: those the "
         "checkpoint was trained with).")] = None,
 ) -> None:
-    """Reconstruct a coloured mesh from each segmented image (the paper's input preprocessing, then extraction)."""
+    """Reconstruct a coloured mesh from each image (the paper's input preprocessing, then extraction). Images without a
+    mask or alpha get an automatic one, saved next to the mesh so it can be checked, fixed and passed back."""
+    from ss3d_data.errors import Ss3dError
     from ss3d_model.reconstruct import (
         inference_settings,
         load_for_inference,
-        load_image_and_mask,
+        load_input,
         plan_jobs,
         reconstruct_mesh,
         write_mesh,
@@ -77,6 +80,7 @@ def reconstruct_command(
     from ss3d_model.turntable import turntable as turntable_views
 
     jobs = plan_jobs(image, mask, out, turntable, mesh_format)
+    inputs = {p.resolve() for job in jobs for p in (job.image, job.mask) if p is not None}
     network, meta, compiled = load_for_inference(checkpoint, compile_decoder)
     extract, mask_threshold = inference_settings(meta, preset)
     if compile_decoder and not compiled:
@@ -85,14 +89,47 @@ def reconstruct_command(
         task = bar.add_task("reconstruct", total=len(jobs), status="")
         for job in jobs:
             start = time.perf_counter()
-            rgb, msk = load_image_and_mask(job.image, job.mask)
-            mesh = reconstruct_mesh(network, rgb, msk, extract, mask_threshold, threshold)
+            loaded = load_input(job.image, job.mask)
+            mask_out = job.out.with_name(f"{job.out.stem}.mask.png") if loaded.mask_source == "automatic" else None
+            if mask_out is not None and mask_out.resolve() in inputs:
+                raise Ss3dError(f"{mask_out}: the automatic mask would overwrite an input file",
+                                hint="write the mesh elsewhere (--out) or rename the input")
+            mesh = reconstruct_mesh(network, loaded.rgb, loaded.mask, extract, mask_threshold, threshold)
             write_mesh(mesh, job.out)
+            if mask_out is not None:
+                write_png(loaded.mask, mask_out)
+                console.print(f"{job.image.name}: no mask or alpha, so the mask was computed automatically: "
+                              f"{mask_out} (check it; fix it and pass it back with --mask)",
+                              markup=False, highlight=False, soft_wrap=True)
             if job.turntable is not None:
                 write_png(turntable_views(mesh), job.turntable)
             bar.update(task, advance=1, status=f"{job.out.name}: {len(mesh.faces)} faces, "
                                                f"{time.perf_counter() - start:.2f} s")
     console.print(f"wrote {len(jobs)} mesh{'es' if len(jobs) != 1 else ''}")
+
+
+@app.command("serve")
+def serve_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained ss3d checkpoint (.safetensors).")],
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on; the default serves this machine only (0.0.0.0: the whole network).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8000,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="Density level of the surface (default: the preset's [extract] density_threshold); "
+        "the page can override it per photo.")] = None,
+    compile_decoder: Annotated[bool, typer.Option(
+        "--compile/--no-compile", help="torch.compile the decoder (slow first reconstruction, faster later ones).")
+    ] = False,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", envvar="SS3D_PRESET", help="Preset whose [extract] settings mesh the field (default: those the "
+        "checkpoint was trained with).")] = None,
+) -> None:
+    """A local web page: upload a photo (and optionally a mask), see the mask used, the mesh in a 3D viewer and a
+    turntable, download GLB/OBJ/PLY. Ctrl-C stops it."""
+    from ss3d_model.serve import serve
+
+    serve(checkpoint, host, port, preset, threshold, compile_decoder)
 
 
 def main() -> None:

@@ -13,13 +13,14 @@ from PIL import Image
 
 from ss3d_data.atomic import atomic_write, atomic_write_bytes
 from ss3d_data.errors import Ss3dError
-from ss3d_data.presets import load_preset, section_config
 from ss3d_data.preprocess import crop_to_mask
+from ss3d_data.presets import load_preset, section_config
 from ss3d_model.checkpoint import CheckpointMeta
 from ss3d_model.config import ExtractConfig, ModelConfig
 from ss3d_model.extract import extract_mesh
 from ss3d_model.io import load_network, save_network
 from ss3d_model.network import ReconstructionNetwork, load_imagenet_encoder
+from ss3d_model.segment import auto_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MESH_SUFFIXES = (".glb", ".obj", ".ply")
@@ -40,18 +41,25 @@ def _open(path: Path, what: str) -> Image.Image:
         raise
     except Image.DecompressionBombError:
         raise Ss3dError(f"{path}: {what} is too large to decode safely; downscale it first") from None
-    except Exception as err:  # PIL raises many types for broken files
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
         raise Ss3dError(f"{path}: unreadable {what} ({err.__class__.__name__}: {err})") from None
     if image.mode in _SIXTEEN_BIT or image.info.get("bits", 8) > 8:
         raise Ss3dError(f"{path}: {image.mode} {what} is not 8-bit; convert it to 8 bits per channel")
     return image
 
 
-def load_image_and_mask(image_path: Path, mask_path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read an 8-bit RGB(A) image and its mask -> (rgb [H, W, 3] uint8, mask [H, W] uint8).
+@dataclass(frozen=True)
+class LoadedInput:
+    """An input image and the mask the model will use."""
 
-    Without ``mask_path`` the image's alpha channel is the mask.
-    """
+    rgb: np.ndarray  # [H, W, 3] uint8
+    mask: np.ndarray  # [H, W] uint8, 255 = object
+    mask_source: str  # where the mask came from: "mask file", "alpha" or "automatic"
+
+
+def load_input(image_path: Path, mask_path: Path | None = None) -> LoadedInput:
+    """Read an 8-bit RGB(A) image and its mask: the file at ``mask_path`` when given, else the image's alpha
+    channel, else a mask segmented automatically (``ss3d_model.segment.auto_mask``; the user should check it)."""
     image = _open(Path(image_path), "image")
     if image.mode in ("L", "LA", "1"):
         raise Ss3dError(f"{image_path}: the image is grayscale; ss3d reconstructs colour (RGB) images")
@@ -66,11 +74,13 @@ def load_image_and_mask(image_path: Path, mask_path: Path | None = None) -> tupl
         if mask.shape != rgb.shape[:2]:
             raise Ss3dError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                             f"{rgb.shape[1]}x{rgb.shape[0]}")
-    elif has_alpha:
-        mask = np.ascontiguousarray(rgba[..., 3])
-    else:
-        raise Ss3dError(f"{image_path}: no mask: pass --mask or an RGBA image whose alpha is the mask")
-    return rgb, mask
+        return LoadedInput(rgb, mask, "mask file")
+    if has_alpha:
+        return LoadedInput(rgb, np.ascontiguousarray(rgba[..., 3]), "alpha")
+    try:
+        return LoadedInput(rgb, auto_mask(rgb), "automatic")
+    except Ss3dError as err:
+        raise Ss3dError(f"{image_path}: {err}", hint=err.hint) from None
 
 
 def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> torch.Tensor:
