@@ -225,3 +225,50 @@ def test_multi_view_samples_use_the_chosen_view(tmp_path):
     assert (item.image == images[1]).all()
     with pytest.raises(Ss3dError, match="has 2 views"):
         list(iter_test_items(str(tmp_path), view=2))
+
+
+def test_numeric_options_are_checked_first(dataset, tmp_path):
+    runner = CliRunner()
+    common = ["--shards", dataset["shards"], "--manifest", str(dataset["manifest"]), "--out", str(tmp_path / "res"),
+              "--preset", "tiny", "--pred-dir", str(dataset["good"])]
+    for args, message in ((["--limit", "-1"], "--limit must be >= 1"), (["--limit", "0"], "--limit must be >= 1"),
+                          (["--view", "-1"], "--view must be >= 0"), (["--max-bad", "-1"], "--max-bad must be >= 0")):
+        result = runner.invoke(app, ["chamfer", *common, *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "res").exists()
+    result = runner.invoke(app, ["report", str(tmp_path / "x.jsonl"), "--shards", dataset["shards"], "--manifest",
+                                 str(dataset["manifest"]), "--view", "-2"])
+    assert result.exit_code == 2 and "--view must be >= 0" in result.output, result.output
+    result = runner.invoke(app, ["table", str(tmp_path / "x.jsonl"), "--digits", "-1"])
+    assert result.exit_code == 2 and "--digits must be >= 0" in result.output, result.output
+
+
+def test_nothing_evaluated_is_a_failure(dataset, tmp_path):
+    from ss3d_model.checkpoint import load_checkpoint, save_checkpoint
+    from ss3d_model.reconstruct import init_checkpoint
+
+    runner = CliRunner()
+    out = tmp_path / "res"
+    common = ["--shards", dataset["shards"], "--out", str(out), "--preset", "tiny"]
+    # A checkpoint whose tensors do not fit its architecture is refused before any sample is scored.
+    init_checkpoint("tiny", tmp_path / "init.safetensors")
+    tensors, meta = load_checkpoint(tmp_path / "init.safetensors")
+    name = min(tensors)
+    tensors["renamed." + name] = tensors.pop(name)
+    save_checkpoint(tmp_path / "renamed.safetensors", tensors, meta)
+    result = runner.invoke(app, ["iou", *common, "--manifest", str(dataset["manifest"]), "--checkpoint",
+                                 str(tmp_path / "renamed.safetensors")])
+    assert result.exit_code == 2 and "tensors do not match the model config" in result.output, result.output
+    assert not out.exists()
+    # A manifest without the test instances: every row fails; the rows are written, and the run exits non-zero.
+    other = tmp_path / "other.jsonl"
+    write_manifest(other, [MeshRecord("vase-9", "vase", "test", "CC0-1.0", "", "meshes/chair-1.obj", 10, False,
+                                      "test", tuple(map(tuple, np.eye(4))))])
+    result = runner.invoke(app, ["iou", *common, "--manifest", str(other), "--pred-dir", str(dataset["good"]),
+                                 "--label", "good"])
+    assert result.exit_code == 2 and "good: all 3 samples failed, nothing was evaluated" in result.output, \
+        result.output
+    assert "not in the mesh manifest" in result.output  # the hint quotes the first error
+    rows = read_results([result_path(out, "good", "iou")])
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"failed"}

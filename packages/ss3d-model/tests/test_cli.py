@@ -122,3 +122,104 @@ def test_extraction_settings_come_from_the_checkpoint_unless_a_preset_is_named()
         == load_preset("cpu").section("extract")["density_threshold"]
     with pytest.raises(Ss3dError, match="preset 'my-experiment' is not available"):
         inference_settings(CheckpointMeta(model_config={}, stage="pretrain", preset="my-experiment"))
+
+
+def one_line_error(result, text):
+    assert result.exit_code == 2, result.output
+    assert text in result.output and len(result.output.strip().splitlines()) <= 2, result.output  # error (+ hint)
+
+
+def test_outputs_never_overwrite_inputs(tmp_path, checkpoint):
+    good = rgba_image(tmp_path / "good.png")
+    before = good.read_bytes()
+    base = ["--checkpoint", checkpoint, "--image", good]
+    one_line_error(reconstruct(*base, "--out", tmp_path / "o.glb", "--turntable", good), "would overwrite an input")
+    one_line_error(reconstruct(*base, "--out", tmp_path / "o.glb", "--turntable", tmp_path / "t.jpg"),
+                   "must end in .png")
+    copied = tmp_path / "model.glb"  # a checkpoint is read by content, whatever its name
+    copied.write_bytes(checkpoint.read_bytes())
+    one_line_error(reconstruct("--checkpoint", copied, "--image", good, "--out", copied), "would overwrite an input")
+    # The automatic mask (<mesh stem>.mask.png) of an RGB photo must not land on an input either: e.g. a batch
+    # re-run over a folder that already holds a.mask.png next to a.png.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "a.mask.png"):
+        Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(folder / name)
+    one_line_error(reconstruct("--checkpoint", checkpoint, "--image", folder, "--out", folder),
+                   "automatic mask would overwrite an input")
+    rgb = folder / "a.png"
+    one_line_error(reconstruct("--checkpoint", checkpoint, "--image", rgb, "--out", tmp_path / "x.glb",
+                               "--turntable", tmp_path / "x.mask.png"), "would be the same file")
+    assert good.read_bytes() == before and copied.read_bytes() == checkpoint.read_bytes()
+    # An existing output is simply replaced.
+    (tmp_path / "o.glb").write_bytes(b"old")
+    (tmp_path / "t.png").write_bytes(b"old")
+    result = reconstruct(*base, "--out", tmp_path / "o.glb", "--turntable", tmp_path / "t.png")
+    assert result.exit_code == 0, result.output
+    assert len(trimesh.load(tmp_path / "o.glb", force="mesh").faces) > 0 and Image.open(tmp_path / "t.png").width
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_threshold_must_be_finite_and_positive(tmp_path, checkpoint, value):
+    good = rgba_image(tmp_path / "good.png")
+    result = runner.invoke(app, ["reconstruct", "--checkpoint", str(checkpoint), "--image", str(good),
+                                 "--out", str(tmp_path / "o.glb"), "--threshold", value])
+    one_line_error(result, "--threshold must be a finite number > 0")
+    assert not (tmp_path / "o.glb").exists()
+    one_line_error(runner.invoke(app, ["serve", "--checkpoint", str(checkpoint), "--threshold", value]),
+                   "--threshold must be a finite number > 0")
+
+
+def test_init_seed_must_not_be_negative(tmp_path):
+    one_line_error(runner.invoke(app, ["init", "--preset", "tiny", "--out", str(tmp_path / "c.safetensors"),
+                                       "--seed", "-1"]), "--seed must be >= 0")
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_exif_orientation_is_applied_to_images_and_masks(tmp_path):
+    from ss3d_model.reconstruct import load_input
+
+    stored = np.zeros((40, 60, 3), np.uint8)  # as a phone writes it: landscape pixels, "rotate 90 degrees" tag
+    stored[:10] = [220, 30, 30]
+    stored[10:] = [30, 30, 220]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = np.rot90(stored, k=-1)  # orientation 6: displayed turned 90 degrees clockwise, 40 wide and 60 high
+    mask = np.zeros((60, 40), np.uint8)
+    mask[5:55, 5:35] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")  # drawn on the displayed picture
+    loaded = load_input(tmp_path / "phone.jpg", tmp_path / "mask.png")
+    assert loaded.rgb.shape == (60, 40, 3) and np.abs(loaded.rgb.astype(int) - shown).mean() < 8
+    # A mask stored sideways with the same tag is turned upright the same way.
+    Image.fromarray(np.rot90(mask)).save(tmp_path / "tagged.png", exif=exif)
+    assert np.array_equal(load_input(tmp_path / "phone.jpg", tmp_path / "tagged.png").mask, mask)
+    Image.fromarray(np.rot90(mask)).save(tmp_path / "sideways.png")  # no tag: a genuine mismatch, in displayed size
+    from ss3d_data.errors import Ss3dError
+
+    with pytest.raises(Ss3dError, match="mask is 60x40 but the image is 40x60"):
+        load_input(tmp_path / "phone.jpg", tmp_path / "sideways.png")
+
+
+def test_tiny_or_elongated_inputs_are_refused(tmp_path, checkpoint):
+    base = ["--checkpoint", checkpoint, "--out", tmp_path / "o.glb"]
+    for size in ((2, 2), (15, 40), (400, 16)):
+        path = rgba_image(tmp_path / f"{size[0]}x{size[1]}.png", size=size, box=(0, 0, size[0], size[1]))
+        one_line_error(reconstruct(*base, "--image", path), f"a {size[0]}x{size[1]} image is too small or too "
+                       "elongated")
+    speck = rgba_image(tmp_path / "speck.png", size=(64, 64), box=(30, 30, 35, 34))
+    one_line_error(reconstruct(*base, "--image", speck), "the object is only 5x4 px in the mask")
+    assert not (tmp_path / "o.glb").exists()
+
+
+def test_info_checks_tensors_against_the_architecture(tmp_path, checkpoint):
+    from ss3d_model.checkpoint import load_checkpoint, save_checkpoint
+
+    result = runner.invoke(app, ["info", str(checkpoint)])
+    assert result.exit_code == 0 and '"parameters"' in result.output, result.output
+    tensors, meta = load_checkpoint(checkpoint)
+    name = min(tensors)
+    tensors["renamed." + name] = tensors.pop(name)
+    save_checkpoint(tmp_path / "renamed.safetensors", tensors, meta)
+    one_line_error(runner.invoke(app, ["info", str(tmp_path / "renamed.safetensors")]),
+                   "tensors do not match the model config")

@@ -4,11 +4,14 @@
 - every command registered through it turns an :class:`Ss3dError` into one red line on stderr and exit code 2
   (a traceback only with ``--debug`` or ``SS3D_DEBUG=1``); Ctrl-C exits 130 with a note on resuming;
 - ``console`` (stderr) and ``progress()`` are the one console and progress-bar style used everywhere; when stderr
-  is not a terminal (``nohup``, CI logs, a pipe) ``progress()`` prints plain lines instead of a bar.
+  is not a terminal (``nohup``, CI logs, a pipe) ``progress()`` prints plain lines instead of a bar;
+- ``at_least`` and ``positive`` check numeric options in a command's body, so a bad value is one error line and
+  exit 2 (typer's own ``min=`` prints a usage block around the message, and lets ``nan`` through).
 """
 
 
 import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -170,3 +173,15 @@ def progress(transient: bool = False) -> "Progress | PlainProgress":
         console=console,
         transient=transient,
     )
+
+
+def at_least(option: str, value: int | None, low: int) -> None:
+    """Refuse ``value < low``; ``None`` (option not given) passes."""
+    if value is not None and value < low:
+        raise Ss3dError(f"{option} must be >= {low}, got {value}")
+
+
+def positive(option: str, value: float | None) -> None:
+    """Refuse a value that is not a finite number > 0; ``None`` (option not given) passes."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise Ss3dError(f"{option} must be a finite number > 0, got {value}")

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ss3d_data.atomic import atomic_write_text
-from ss3d_data.clikit import console, make_app
+from ss3d_data.clikit import at_least, console, make_app
+from ss3d_data.errors import Ss3dError
 from ss3d_eval.config import eval_config
 from ss3d_eval.evaluate import evaluate, read_results
 from ss3d_eval.predict import MeshDirPredictor, make_predictors
@@ -31,8 +32,8 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the <label>.<met
 PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET", help=(
     "Preset name or TOML path: the [eval] sizes (checkpoints are meshed with the [extract] settings they were "
     "trained with)."))]
-ViewOpt = Annotated[int, typer.Option("--view", help="Which view of a multi-view test sample is the input.")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Evaluate only the first N samples.")]
+ViewOpt = Annotated[int, typer.Option("--view", help="Which view of a multi-view test sample is the input (from 0).")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N samples (N >= 1).")]
 NoAlignOpt = Annotated[bool, typer.Option("--no-align", help="Score in the canonical frame, without alignment.")]
 SaveOpt = Annotated[bool, typer.Option("--save-meshes/--no-save-meshes",
                                        help="Keep predicted meshes in <out>/<label>-meshes/ (for the report).")]
@@ -50,7 +51,10 @@ def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path]
                labels: list[str] | None, seen_categories: str | None, out: Path, preset: str, view: int,
                limit: int | None, no_align: bool, save_meshes: bool, max_bad: int, subset: str = "all",
                ellipsoid: bool = False, extract_preset: str | None = None) -> list[Path]:
-    """Evaluate every method under ``metric``; print the comparison table; return the result files."""
+    """Evaluate every method under ``metric``; print the comparison table; return the result files. Refuses (after
+    writing the rows) a run in which some method failed on every sample: nothing of it was evaluated."""
+    _check_sampling(view, limit)
+    at_least("--max-bad", max_bad, 0)
     cfg = eval_config(preset)
     seen = [c.strip() for c in seen_categories.split(",") if c.strip()] if seen_categories is not None else None
     predictors = make_predictors([str(c) for c in checkpoints or []], [str(d) for d in pred_dirs or []],
@@ -66,7 +70,17 @@ def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path]
     for name in score_names(rows)[:2]:
         typer.echo("")
         console.print(to_rich(build_table(rows, name)))
+    for predictor, path in zip(predictors, files):
+        own = [r for r in rows if r["label"] == predictor.label]
+        if all(r["status"] == "failed" for r in own):
+            raise Ss3dError(f"{predictor.label}: all {len(own)} samples failed, nothing was evaluated (rows in {path})",
+                            hint=f"the first error: {own[0]['error']}" if own else None)
     return files
+
+
+def _check_sampling(view: int, limit: int | None) -> None:
+    at_least("--view", view, 0)
+    at_least("--limit", limit, 1)  # 0 would select no sample at all
 
 
 @app.command()
@@ -123,6 +137,7 @@ def table(
         "paired-bootstrap intervals.")] = None,
 ) -> None:
     """Per-category and mean tables, one column per method (as the paper's tables 2-4)."""
+    at_least("--digits", digits, 0)
     write_tables(files, markdown, json_path, digits, margin_over)
 
 
@@ -138,6 +153,7 @@ def report(
     title: Annotated[str, typer.Option("--title", help="Page title.")] = "ss3d evaluation report",
 ) -> None:
     """One self-contained HTML page: input, ground truth, each method's aligned prediction and its scores."""
+    _check_sampling(view, limit)
     cfg = eval_config(preset)
     path = build_report(results, shards, manifest, out, size=cfg.render_size, view=view, limit=limit, title=title)
     console.print(f"wrote {path}")

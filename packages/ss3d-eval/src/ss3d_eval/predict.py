@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from ss3d_data.errors import Ss3dError
 from ss3d_data.schema import SampleInfo
 from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards
 from ss3d_eval.shapes import MESH_SUFFIXES, Shape, load_shape, make_shape
+
+if TYPE_CHECKING:
+    from ss3d_model.checkpoint import CheckpointMeta
 
 
 class EmptyPrediction(Ss3dError):
@@ -104,12 +108,13 @@ class CheckpointPredictor(Predictor):
     _extract: object = None
     _mask_threshold: float = 0.5
 
-    def _load(self) -> None:
+    def _load(self) -> CheckpointMeta:
         from ss3d_model import load_network
         from ss3d_model.reconstruct import inference_settings
 
         self._network, meta = load_network(self.checkpoint)
         self._extract, self._mask_threshold = inference_settings(meta, self.preset)
+        return meta
 
     def predict(self, item: TestItem) -> Shape:
         import torch
@@ -178,13 +183,14 @@ def ellipsoid_predictor(preset: str) -> EllipsoidPredictor:
 def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str | None = None) -> CheckpointPredictor:
     """A predictor for checkpoint ``path``; its metadata's ``categories`` say which categories it has seen. Meshes are
     extracted with ``preset``'s ``[extract]`` settings, or (None) with those the checkpoint was trained with."""
-    from ss3d_model import read_checkpoint_meta
-
-    meta = read_checkpoint_meta(path)  # validates the file now, so a bad path fails before any work
+    predictor = CheckpointPredictor(label=label, source=str(path), checkpoint=Path(path), preset=preset)
+    # Loaded now, as reconstruct loads it (tensors checked against the recorded architecture): a checkpoint that
+    # cannot be used fails with one line before any sample is scored, not as a failed row per sample.
+    meta = predictor._load()
     stat = Path(path).stat()
-    return CheckpointPredictor(label=label, source=str(path), seen_categories=frozenset(meta.categories),
-                               fingerprint=f"{stat.st_size}:{stat.st_mtime_ns}:{meta.stage}:{meta.step}",
-                               checkpoint=Path(path), preset=preset)
+    predictor.seen_categories = frozenset(meta.categories)
+    predictor.fingerprint = f"{stat.st_size}:{stat.st_mtime_ns}:{meta.stage}:{meta.step}"
+    return predictor
 
 
 def mesh_dir_predictor(folder: str | os.PathLike[str], label: str,

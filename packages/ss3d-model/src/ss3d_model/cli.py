@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ss3d_data.clikit import console, make_app, progress
-from ss3d_model.checkpoint import load_checkpoint
+from ss3d_data.clikit import at_least, console, make_app, positive, progress
 
 app = make_app("ss3d-model", "The ss3d reconstruction model: inspect checkpoints, reconstruct meshes from images.")
 
@@ -21,8 +20,12 @@ PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET",
 
 @app.command("info")
 def info_command(checkpoint: Annotated[Path, typer.Argument(help="An ss3d checkpoint (.safetensors).")]) -> None:
-    """Validate a checkpoint and print its metadata and parameter count as JSON."""
-    tensors, meta = load_checkpoint(checkpoint)
+    """Validate a checkpoint (format, and tensor names, shapes and dtypes against its recorded architecture, as
+    ``reconstruct`` loads it) and print its metadata and parameter count as JSON."""
+    from ss3d_model.io import load_network
+
+    network, meta = load_network(checkpoint)
+    tensors = network.state_dict()
     summary = {**asdict(meta), "tensors": len(tensors), "parameters": int(sum(t.numel() for t in tensors.values()))}
     typer.echo(json.dumps(summary, indent=2, sort_keys=True))
 
@@ -38,6 +41,7 @@ def init_command(
     """Write a freshly initialised checkpoint (stage "init"): the start of pretraining and of distilled students."""
     from ss3d_model.reconstruct import init_checkpoint
 
+    at_least("--seed", seed, 0)
     meta = init_checkpoint(preset, out, imagenet, seed)
     console.print(f"wrote {out} (preset {meta.preset}, encoder {meta.encoder_init})")
 
@@ -48,12 +52,14 @@ def reconstruct_command(
     image: Annotated[list[Path], typer.Option(
         "--image", help="RGB(A) image, or a folder of them; repeat for several (batch mode).")],
     out: Annotated[Path, typer.Option(
-        "--out", help="Mesh file (.glb/.obj/.ply) for one image; a folder in batch mode.")],
+        "--out", help="Mesh file (.glb/.obj/.ply) for one image; a folder in batch mode. Existing meshes are "
+        "overwritten; an output that would overwrite an input (image, mask, checkpoint) is refused.")],
     mask: Annotated[Path | None, typer.Option(
         "--mask", help="8-bit mask (255 = object); a folder of <stem>.png in batch mode. Default: the image's alpha, "
         "else an automatic mask (GrabCut), written next to the mesh as <mesh stem>.mask.png.")] = None,
     turntable: Annotated[Path | None, typer.Option(
-        "--turntable", help="Also write a PNG with a few views of the mesh (a folder in batch mode).")] = None,
+        "--turntable", help="Also write a PNG (.png) with a few views of the mesh (a folder in batch mode); "
+        "overwritten if it exists, refused if it is an input.")] = None,
     mesh_format: Annotated[str, typer.Option("--format", help="Mesh format in batch mode: glb, obj or ply.")] = "glb",
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Density level of the surface (default: the preset's [extract] density_threshold).")
@@ -79,8 +85,8 @@ def reconstruct_command(
     )
     from ss3d_model.turntable import turntable as turntable_views
 
-    jobs = plan_jobs(image, mask, out, turntable, mesh_format)
-    inputs = {p.resolve() for job in jobs for p in (job.image, job.mask) if p is not None}
+    positive("--threshold", threshold)
+    jobs = plan_jobs(image, mask, out, turntable, mesh_format, checkpoint)
     network, meta, compiled = load_for_inference(checkpoint, compile_decoder)
     extract, mask_threshold = inference_settings(meta, preset)
     if compile_decoder and not compiled:
@@ -90,11 +96,11 @@ def reconstruct_command(
         for job in jobs:
             start = time.perf_counter()
             loaded = load_input(job.image, job.mask)
-            mask_out = job.out.with_name(f"{job.out.stem}.mask.png") if loaded.mask_source == "automatic" else None
-            if mask_out is not None and mask_out.resolve() in inputs:
-                raise Ss3dError(f"{mask_out}: the automatic mask would overwrite an input file",
-                                hint="write the mesh elsewhere (--out) or rename the input")
-            mesh = reconstruct_mesh(network, loaded.rgb, loaded.mask, extract, mask_threshold, threshold)
+            mask_out = job.auto_mask if loaded.mask_source == "automatic" else None
+            try:
+                mesh = reconstruct_mesh(network, loaded.rgb, loaded.mask, extract, mask_threshold, threshold)
+            except Ss3dError as err:  # in batch mode, say which image
+                raise Ss3dError(f"{job.image}: {err}", hint=err.hint) from None
             write_mesh(mesh, job.out)
             if mask_out is not None:
                 write_png(loaded.mask, mask_out)
@@ -129,6 +135,7 @@ def serve_command(
     turntable, download GLB/OBJ/PLY. Ctrl-C stops it."""
     from ss3d_model.serve import serve
 
+    positive("--threshold", threshold)
     serve(checkpoint, host, port, preset, threshold, compile_decoder)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import trimesh
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ss3d_data.atomic import atomic_write, atomic_write_bytes
 from ss3d_data.errors import Ss3dError
@@ -26,6 +26,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MESH_SUFFIXES = (".glb", ".obj", ".ply")
 MAX_PIXELS = 64_000_000  # larger inputs are refused: the model sees 224 px, and decoding them costs gigabytes
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# The model sees a 224 px crop: below 16 px (image side, or the object's box in the mask) the crop is an upscaled
+# blur, and beyond 20:1 the image is a strip; both gave junk meshes, so they are refused.
+MIN_SIDE = 16
+MAX_ASPECT = 20
 
 
 def _open(path: Path, what: str) -> Image.Image:
@@ -37,6 +41,9 @@ def _open(path: Path, what: str) -> Image.Image:
             raise Ss3dError(f"{path}: {image.width}x{image.height} {what} is too large "
                             f"(over {MAX_PIXELS // 1_000_000} megapixels); downscale it first")
         image.load()
+        # Phone photos are stored sideways with an EXIF orientation tag; masks are drawn on the displayed picture,
+        # so both are turned upright before anything compares or crops them.
+        image = ImageOps.exif_transpose(image)
     except Ss3dError:
         raise
     except Image.DecompressionBombError:
@@ -63,6 +70,10 @@ def load_input(image_path: Path, mask_path: Path | None = None) -> LoadedInput:
     image = _open(Path(image_path), "image")
     if image.mode in ("L", "LA", "1"):
         raise Ss3dError(f"{image_path}: the image is grayscale; ss3d reconstructs colour (RGB) images")
+    short, long = sorted(image.size)
+    if short < MIN_SIDE or long > MAX_ASPECT * short:
+        raise Ss3dError(f"{image_path}: a {image.width}x{image.height} image is too small or too elongated to "
+                        f"reconstruct (at least {MIN_SIDE} px a side, at most {MAX_ASPECT}:1)")
     has_alpha = image.mode in ("RGBA", "PA") or (image.mode == "P" and "transparency" in image.info)
     rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
     rgb = np.ascontiguousarray(rgba[..., :3])
@@ -84,7 +95,12 @@ def load_input(image_path: Path, mask_path: Path | None = None) -> LoadedInput:
 
 
 def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> torch.Tensor:
-    """The paper's preprocessing (crop to the mask box, resize, zero-pad) -> [1, 3, S, S] float in [0, 1]."""
+    """The paper's preprocessing (crop to the mask box, resize, zero-pad) -> [1, 3, S, S] float in [0, 1]. An object
+    whose mask box is under ``MIN_SIDE`` px on its longer side is refused: scaled up to S it is only a blur."""
+    rows, cols = np.nonzero(np.asarray(mask) >= round(mask_threshold * 255))
+    if len(rows) and max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 < MIN_SIDE:
+        raise Ss3dError(f"the object is only {cols.max() - cols.min() + 1}x{rows.max() - rows.min() + 1} px in the "
+                        f"mask; at least {MIN_SIDE} px are needed", hint="use a larger photo of the object")
     cropped = crop_to_mask(rgb, mask, input_size, mask_threshold)
     return torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0
 
@@ -103,11 +119,17 @@ def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.n
     return mesh
 
 
-def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
-    """Write GLB, OBJ or PLY (by suffix) atomically."""
+def check_mesh_path(path: Path) -> str:
+    """The mesh format of an output path (its lower-case suffix); refuses other suffixes."""
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise Ss3dError(f"{path}: mesh output must end in {', '.join(MESH_SUFFIXES)}")
+    return suffix
+
+
+def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
+    """Write GLB, OBJ or PLY (by suffix) atomically."""
+    suffix = check_mesh_path(path)
     data = mesh.export(file_type=suffix[1:])
     atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
 
@@ -123,13 +145,48 @@ class Job:
     mask: Path | None
     out: Path
     turntable: Path | None
+    auto_mask: Path | None = None  # where an automatic mask is written (no mask file given): <mesh stem>.mask.png
 
 
-def plan_jobs(images: list[Path], mask: Path | None, out: Path, turntable: Path | None, mesh_format: str
-              ) -> list[Job]:
+def plan_jobs(images: list[Path], mask: Path | None, out: Path, turntable: Path | None, mesh_format: str,
+              checkpoint: Path | None = None) -> list[Job]:
     """Single mode (one image file): ``out`` is the mesh file. Batch mode (a folder or several images): ``out`` is
     a folder receiving ``<stem>.<format>`` (and ``<stem>.turntable.png`` when ``turntable`` is a folder); ``mask``,
-    if given, is a folder of ``<stem>.png`` masks."""
+    if given, is a folder of ``<stem>.png`` masks. Every output path is checked before any work is done: right
+    suffix, no input (images, masks, ``checkpoint``) overwritten, no two outputs the same file. Existing files that
+    are not inputs are overwritten, so re-running a command replaces its results."""
+    jobs = [replace(job, auto_mask=job.out.with_name(f"{job.out.stem}.mask.png") if job.mask is None else None)
+            for job in _plan(images, mask, out, turntable, mesh_format)]
+    _check_outputs(jobs, checkpoint)
+    return jobs
+
+
+def _check_outputs(jobs: list[Job], checkpoint: Path | None) -> None:
+    inputs = {p.resolve() for job in jobs for p in (job.image, job.mask) if p is not None}
+    if checkpoint is not None:
+        inputs.add(checkpoint.resolve())
+    written: dict[Path, str] = {}
+    for job in jobs:
+        check_mesh_path(job.out)
+        if job.turntable is not None and job.turntable.suffix.lower() != ".png":
+            raise Ss3dError(f"{job.turntable}: --turntable writes a PNG; its name must end in .png")
+        # The automatic mask is checked even for images with alpha (which need none): refusing early beats
+        # finding out after the network ran.
+        for path, what in ((job.out, "mesh"), (job.turntable, "turntable"), (job.auto_mask, "automatic mask")):
+            if path is None:
+                continue
+            key = path.resolve()
+            if key in inputs:
+                raise Ss3dError(f"{path}: the {what} would overwrite an input file",
+                                hint="write the outputs elsewhere (--out, --turntable), pass --mask, or rename the "
+                                "input")
+            if key in written:
+                raise Ss3dError(f"{path}: the {what} and the {written[key]} would be the same file")
+            written[key] = what
+
+
+def _plan(images: list[Path], mask: Path | None, out: Path, turntable: Path | None, mesh_format: str
+          ) -> list[Job]:
     if not images:
         raise Ss3dError("no input image given")
     files: list[Path] = []
