@@ -2,6 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ss3d_data.errors import Ss3dError
 from ss3d_model.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -75,7 +76,7 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(atomic.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(Ss3dError, match="disk full"):  # one error line, not a traceback
         save_checkpoint(path, {"x": torch.zeros(3)}, _meta())
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

@@ -93,6 +93,27 @@ def resolve_shards(spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str
     return found
 
 
+# Coarse kinds of skip reasons, so counts can be summed across readers and reported as one line (the reason
+# strings themselves carry sample keys and decoder details).
+SKIP_KINDS = ("unreadable tar data", "missing member", "unreadable image", "bad meta.json", "bad cameras",
+              "contract violation")
+
+
+def skip_kind(reason: str) -> str:
+    """The :data:`SKIP_KINDS` entry a skip reason belongs to."""
+    if reason.startswith("unreadable tar data"):
+        return "unreadable tar data"
+    if ": missing " in reason:
+        return "missing member"
+    if "readable image" in reason or "PIL mode" in reason or "larger than" in reason:
+        return "unreadable image"
+    if "meta.json" in reason or "num_views" in reason:
+        return "bad meta.json"
+    if "camera" in reason or "cam2world" in reason:
+        return "bad cameras"
+    return "contract violation"
+
+
 @dataclass
 class SkipCounter:
     """Counts samples skipped as corrupt; raises once more than ``max_bad`` have been skipped."""
@@ -100,9 +121,11 @@ class SkipCounter:
     max_bad: int = 10
     skipped: int = 0
     reasons: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)  # skips by :func:`skip_kind`
 
     def skip(self, reason: str) -> None:
         self.skipped += 1
+        self.kinds[skip_kind(reason)] += 1
         if len(self.reasons) < 20:
             self.reasons.append(reason)
         if self.skipped > self.max_bad:

@@ -34,13 +34,24 @@ NonFiniteOpt = Annotated[int, typer.Option("--max-nonfinite", help="NaN/Inf loss
                                                                     "the run stops.")]
 
 
+MAX_SEED = 2**32 - 1
+MaxBadOpt = Annotated[int, typer.Option("--max-bad", help="Unreadable shard samples tolerated per epoch (each is "
+                                                          "skipped and counted by reason); more stop the run.")]
+
+
 def _options(out: Path, preset: str | None, name: str, resume: bool, seed: int, workers: int, device: str,
-             stop_after: int, epochs: int, max_nonfinite: int, **extra: object) -> RunOptions:
-    if workers < 0 or stop_after < 0 or epochs < 0 or max_nonfinite < 0:
-        raise Ss3dError("--workers, --stop-after, --epochs and --max-nonfinite must not be negative")
+             stop_after: int, epochs: int, max_nonfinite: int, max_bad: int = 10, **extra: object) -> RunOptions:
+    negative = [f"{flag} {value}" for flag, value in (("--seed", seed), ("--workers", workers),
+                                                        ("--stop-after", stop_after), ("--epochs", epochs),
+                                                        ("--max-nonfinite", max_nonfinite), ("--max-bad", max_bad))
+                if value < 0]
+    if negative:
+        raise Ss3dError(f"{', '.join(negative)}: must not be negative")
+    if seed > MAX_SEED:  # seeds feed torch.manual_seed(seed * 1000 + rank), which needs a 64-bit integer
+        raise Ss3dError(f"--seed {seed}: must be at most {MAX_SEED}")
     return RunOptions(out=out, preset=preset or os.environ.get("SS3D_PRESET", "cpu"), name=name, resume=resume,
                       seed=seed, workers=workers, device=device, stop_after=stop_after, epochs=epochs,
-                      max_nonfinite=max_nonfinite, extra={k: str(v) for k, v in extra.items()})
+                      max_nonfinite=max_nonfinite, max_bad=max_bad, extra={k: str(v) for k, v in extra.items()})
 
 
 def _done(path: Path) -> None:
@@ -57,12 +68,12 @@ def pretrain_command(
     = None,
     preset: PresetOpt = None, name: NameOpt = "", resume: ResumeOpt = False, seed: SeedOpt = 0,
     workers: WorkersOpt = 0, device: DeviceOpt = "auto", stop_after: StopOpt = 0, epochs: EpochsOpt = 0,
-    max_nonfinite: NonFiniteOpt = 5,
+    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10,
 ) -> None:
     """Pretrain on synthetic multi-view renders (mask + colour rendering loss)."""
     from ss3d_train.pretrain import pretrain
 
-    options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite,
+    options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite, max_bad,
                        shards=shards, init=init)
     _done(pretrain(shards, options, init=init))
 
@@ -76,12 +87,12 @@ def selftrain_command(
                                                                      "shards hold several).")] = None,
     preset: PresetOpt = None, name: NameOpt = "", resume: ResumeOpt = False, seed: SeedOpt = 0,
     workers: WorkersOpt = 0, device: DeviceOpt = "auto", stop_after: StopOpt = 0,
-    max_nonfinite: NonFiniteOpt = 5,
+    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10,
 ) -> None:
     """Self-train one category expert with multi-hypothesis cameras (cameras-only phase, then joint)."""
     from ss3d_train.selftrain import selftrain
 
-    options = _options(out, preset, name, resume, seed, workers, device, stop_after, 0, max_nonfinite,
+    options = _options(out, preset, name, resume, seed, workers, device, stop_after, 0, max_nonfinite, max_bad,
                        shards=shards, init=init, category=category)
     _done(selftrain(shards, init, options, category=category))
 
@@ -116,12 +127,12 @@ def distill_command(
                                                               "preset.")] = None,
     preset: PresetOpt = None, name: NameOpt = "", resume: ResumeOpt = False, seed: SeedOpt = 0,
     workers: WorkersOpt = 0, device: DeviceOpt = "auto", stop_after: StopOpt = 0, epochs: EpochsOpt = 0,
-    max_nonfinite: NonFiniteOpt = 5,
+    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10,
 ) -> None:
     """Distil all category experts (and the synthetic-only model) into one unified student."""
     from ss3d_train.distill import distill
 
-    options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite,
+    options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite, max_bad,
                        expert=expert, collections=collections, synthetic=synthetic,
                        synthetic_shards=synthetic_shards, init=init)
     _done(distill(collections, parse_experts(expert), options, synthetic=synthetic,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ss3d_data.errors import Ss3dError
 from ss3d_data.preprocess import crop_to_mask, resize_view
 from ss3d_data.schema import Sample
-from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards, select_shards
+from ss3d_data.shards import SKIP_KINDS, SkipCounter, iter_samples, resolve_shards, select_shards
 
 Transform = Callable[[Sample, np.random.Generator], dict[str, Any] | None]
 
@@ -46,6 +46,17 @@ def data_manifest_hash(shards: list[str]) -> str:
     for shard in sorted(shards):
         digest.update(f"{Path(shard).name}:{Path(shard).stat().st_size}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def shard_record(shards: list[str]) -> dict[str, Any]:
+    """What a run records of its shards in ``config.json`` (``--resume`` compares it): their file names and a
+    sha256 of their index files' contents (the index lists every shard's sample and category counts)."""
+    digest = hashlib.sha256()
+    for index in sorted({shard_prefix(s) + ".index.json" for s in shards}):
+        digest.update(Path(index).name.encode() + b"\0")
+        if Path(index).is_file():
+            digest.update(Path(index).read_bytes())
+    return {"shards": sorted(Path(s).name for s in shards), "index_sha256": digest.hexdigest()}
 
 
 def shard_keys(shard: str) -> list[str]:
@@ -77,6 +88,9 @@ class ShardDataset(IterableDataset):
     """Transformed samples of this rank's shards; each DataLoader worker reads a disjoint subset of them.
 
     ``transform(sample, rng)`` returns a dict of arrays/tensors (one training example) or None to drop the sample.
+    Corrupt samples are skipped and counted by kind (:data:`~ss3d_data.shards.SKIP_KINDS`) in ``bad_counts``, one
+    row per loader worker in shared memory so the training process sees the workers' counts; the training loop
+    (:func:`~ss3d_train.loop.epoch_batches`) enforces ``max_bad`` per epoch.
     """
 
     def __init__(self, shards: list[str], transform: Transform, seed: int, rank: int = 0, world_size: int = 1,
@@ -89,9 +103,20 @@ class ShardDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer, self.max_bad = shuffle_buffer, max_bad
         self.epoch = 0
+        self.bad_counts = torch.zeros(1, len(SKIP_KINDS), dtype=torch.int64).share_memory_()
+        self.bad_total = torch.zeros(len(SKIP_KINDS), dtype=torch.int64)  # summed over finished epochs
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.bad_counts.zero_()
+
+    def set_workers(self, workers: int) -> None:
+        """One counting row per loader worker: each worker writes only its own row, so no count is lost to a race."""
+        self.bad_counts = torch.zeros(max(workers, 1), len(SKIP_KINDS), dtype=torch.int64).share_memory_()
+
+    def bad_this_epoch(self) -> torch.Tensor:
+        """Skipped samples of the current epoch by kind, over all loader workers."""
+        return self.bad_counts.sum(0)
 
     def reader_shards(self, worker: int = 0, num_workers: int = 1) -> list[str]:
         return select_shards(self.shards, self.rank, self.world_size, worker, num_workers)
@@ -107,8 +132,21 @@ class ShardDataset(IterableDataset):
         order_rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 7])
         mine = [mine[i] for i in order_rng.permutation(len(mine))]
         buffer: list[dict[str, Any]] = []
-        skips = SkipCounter(self.max_bad)
-        for sample in iter_samples(mine, skips):
+        # No limit here: the training loop compares the sum over all workers with max_bad (and raises on every rank
+        # together); a worker raising on its own would print a multi-line worker traceback.
+        skips = SkipCounter(max_bad=2**62)
+        row = self.bad_counts[worker]
+
+        def counted() -> Iterator[Any]:
+            seen = 0
+            for sample in iter_samples(mine, skips):
+                if skips.skipped != seen:
+                    row.copy_(torch.tensor([skips.kinds[k] for k in SKIP_KINDS]))
+                    seen = skips.skipped
+                yield sample
+            row.copy_(torch.tensor([skips.kinds[k] for k in SKIP_KINDS]))
+
+        for sample in counted():
             item = self.transform(sample, sample_rng(self.seed, self.epoch, sample.info.key))
             if item is None:
                 continue
@@ -122,6 +160,7 @@ class ShardDataset(IterableDataset):
 def make_loader(dataset: ShardDataset, batch_size: int, workers: int) -> DataLoader:
     """Batches in a fixed order (workers are read round-robin); the last partial batch is dropped so every step sees
     a full batch."""
+    dataset.set_workers(workers)
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True,
                       persistent_workers=False, pin_memory=False)
 

@@ -104,7 +104,9 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
         raise Ss3dError("distillation needs at least one --expert CATEGORY=CHECKPOINT")
     if (synthetic is None) != (not synthetic_specs):
         raise Ss3dError("--synthetic and --synthetic-shards go together")
-    run = StageRun("distill", preset, options, world)
+    collections = shards_from(collection_specs)
+    syn_shards = shards_from(synthetic_specs) if synthetic is not None else []
+    run = StageRun("distill", preset, options, world, shards={"collections": collections, "synthetic": syn_shards})
 
     teachers: dict[str, ReconstructionNetwork] = {c: load_teacher(p, world.device) for c, p in experts.items()}
     if synthetic is not None:
@@ -120,14 +122,12 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     collection_per_batch = cfg.batch_size - synthetic_per_batch
     if collection_per_batch < 1:
         raise Ss3dError(f"[distill] batch_size {cfg.batch_size} leaves no room for collection images")
-    collections = shards_from(collection_specs)
     main = ShardDataset(collections, ImageTransform(input_size, int(data["supervision_size"]), threshold,
                                                     categories=frozenset(experts)), options.seed, world.rank,
-                        world.size)
+                        world.size, max_bad=options.max_bad)
     main_loader = make_loader(main, collection_per_batch, options.workers)
-    syn_shards = shards_from(synthetic_specs) if synthetic is not None else []
     syn = ShardDataset(syn_shards, ViewsTransform(input_size, int(data["supervision_size"]), 0, threshold),
-                       options.seed + 1, world.rank, world.size) if syn_shards else None
+                       options.seed + 1, world.rank, world.size, max_bad=options.max_bad) if syn_shards else None
     syn_loader = make_loader(syn, synthetic_per_batch, options.workers) if syn is not None else None
 
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
@@ -198,7 +198,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
     checkpoint(final=True)
-    run.finish(student)
+    run.finish(student, main, syn)
     return run.final
 
 

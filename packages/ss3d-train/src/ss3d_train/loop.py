@@ -21,11 +21,13 @@ import torch
 from torch import Tensor
 
 from ss3d_data.atomic import atomic_link, atomic_write_text
-from ss3d_data.clikit import progress
+from ss3d_data.clikit import console, progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
+from ss3d_data.shards import SKIP_KINDS
 from ss3d_model import CheckpointMeta, ReconstructionNetwork, load_state, save_network, save_state, state_path
-from ss3d_train.distributed import World, all_min, broadcast_buffers
+from ss3d_train.data import ShardDataset, shard_record
+from ss3d_train.distributed import World, all_min, all_sum_, broadcast_buffers
 
 
 @dataclass
@@ -43,6 +45,7 @@ class RunOptions:
     max_nonfinite: int = 5           # consecutive non-finite losses tolerated before the run stops
     log_every: int = 1               # steps between metric lines
     epochs: int = 0                  # override of the preset's epoch count (0 = preset)
+    max_bad: int = 10                # unreadable shard samples tolerated per epoch (all loaders of a rank together)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific CLI arguments, recorded in config.json
 
     def to_json(self) -> dict[str, Any]:
@@ -115,14 +118,40 @@ def rng_from_tensors(generator: torch.Generator, tensors: dict[str, Tensor]) -> 
         torch.cuda.set_rng_state(tensors["rng.cuda"])
 
 
+def bad_summary(counts: Tensor) -> str:
+    """``"3 (unreadable image 2, bad meta.json 1)"`` from counts by :data:`~ss3d_data.shards.SKIP_KINDS`."""
+    parts = [f"{kind} {int(n)}" for kind, n in zip(SKIP_KINDS, counts.tolist()) if n]
+    return f"{int(counts.sum())} ({', '.join(parts)})" if parts else "0"
+
+
+def _check_bad(loader, world: World, epoch_done: bool) -> None:
+    """Stop every rank together once a rank's loader skipped more than ``max_bad`` samples this epoch; at the end
+    of an epoch add its counts to the dataset's total."""
+    dataset = loader.dataset
+    if not isinstance(dataset, ShardDataset):
+        return
+    counts = dataset.bad_this_epoch()
+    worst = -all_min(world, -float(counts.sum()))
+    if worst > dataset.max_bad:
+        mine = f"; here: {bad_summary(counts)}" if counts.sum() else ""
+        raise Ss3dError(f"more than {dataset.max_bad} unreadable shard samples in epoch {dataset.epoch} "
+                        f"({int(worst)} on the worst rank{mine})",
+                        hint="re-create the shards (ss3d-data shard ...), check them with `ss3d-data inspect`, or "
+                             "raise --max-bad")
+    if epoch_done:
+        dataset.bad_total += counts
+
+
 def epoch_batches(loader, world: World, skip: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index in epoch, batch) of one epoch, starting after ``skip`` batches already done (resume). The epoch ends
     for every rank as soon as one rank runs out, so collective operations never wait on a finished rank. An epoch
-    without a single full batch is an error: training on it would silently write an untrained checkpoint."""
+    without a single full batch is an error: training on it would silently write an untrained checkpoint. More
+    than the dataset's ``max_bad`` unreadable samples in the epoch stop the run (checked after every batch)."""
     iterator = iter(loader)
     index = 0
     while True:
         batch = next(iterator, None)
+        _check_bad(loader, world, epoch_done=batch is None)
         if all_min(world, 0.0 if batch is None else 1.0) < 0.5:
             if index == 0:
                 raise Ss3dError(f"the shards gave no full batch of {loader.batch_size} valid samples"
@@ -172,7 +201,8 @@ def inference_record(preset: Preset) -> dict[str, Any]:
 class StageRun:
     """The run folder of one stage on one rank: config, metrics, checkpoints and resume state."""
 
-    def __init__(self, stage: str, preset: Preset, options: RunOptions, world: World) -> None:
+    def __init__(self, stage: str, preset: Preset, options: RunOptions, world: World,
+                 shards: dict[str, list[str]] | None = None) -> None:
         self.stage, self.preset, self.options, self.world = stage, preset, options, world
         self.out = Path(options.out)
         self.last = self.out / "last.safetensors"
@@ -189,10 +219,13 @@ class StageRun:
         if not options.resume and resumable.is_file():
             raise Ss3dError(f"{self.out} already holds a run ({resumable.name})",
                             hint="add --resume to continue it, or choose another --out")
+        config = {"stage": stage, "preset": json.loads(preset.to_json()), "options": options.to_json(),
+                  "world_size": world.size,
+                  "data": {group: shard_record(paths) for group, paths in (shards or {}).items()}}
+        if options.resume:
+            check_same_run(self.out / "config.json", config)
         if world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            config = {"stage": stage, "preset": json.loads(preset.to_json()), "options": options.to_json(),
-                      "world_size": world.size}
             atomic_write_text(self.out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
             try:  # TensorBoard is optional
                 from torch.utils.tensorboard import SummaryWriter
@@ -211,7 +244,12 @@ class StageRun:
             raise Ss3dError(f"{self.last} is a {info.get('stage')!r} run, not {self.stage!r}")
         # The state file carries its own copy of the weights, so a kill between the two writes cannot pair
         # weights of one step with the optimiser of another.
-        network.load_state_dict({k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")})
+        try:
+            network.load_state_dict({k.removeprefix("network."): v for k, v in tensors.items()
+                                     if k.startswith("network.")})
+        except RuntimeError:  # shapes of another architecture; config.json is normally checked before this
+            raise Ss3dError(f"{state_path(self.last)} holds weights of another network architecture",
+                            hint="resume with the preset the run was started with") from None
         tensors = {k: v for k, v in tensors.items() if not k.startswith("network.")}
         optimizer_from_tensors(optimizer, "optimizer", tensors, info["optimizer"])
         rng_from_tensors(generator, tensors)
@@ -290,8 +328,29 @@ class StageRun:
             atomic_link(self.last, self.final)
         self.flush_metrics()
 
-    def finish(self, network: torch.nn.Module) -> None:
-        """Check that every rank holds the same weights and record their fingerprints (``replicas.json``)."""
+    def report_bad(self, datasets: list[ShardDataset | None]) -> None:
+        """Unreadable samples skipped by this invocation (all ranks, all epochs): in the last metrics record and,
+        when any were skipped, one console line."""
+        counts = torch.zeros(len(SKIP_KINDS), dtype=torch.float64)
+        for dataset in datasets:
+            if dataset is not None:
+                counts += dataset.bad_total.double()
+        counts = all_sum_(self.world, counts.to(self.world.device)).cpu().long()
+        if not self.world.is_main:
+            return
+        # Added to the last step's record rather than a record of its own: metrics.jsonl keeps one line per step.
+        if self.metrics:
+            self.metrics[-1].update(bad_samples=int(counts.sum()),
+                                    bad_reasons={k: int(n) for k, n in zip(SKIP_KINDS, counts.tolist()) if n})
+            self.flush_metrics()
+        if counts.sum():
+            console.print(f"[yellow]{self.stage}: skipped unreadable shard samples[/yellow] "
+                          f"{bad_summary(counts)} (summed over epochs)")
+
+    def finish(self, network: torch.nn.Module, *datasets: ShardDataset | None) -> None:
+        """Report skipped samples, check that every rank holds the same weights and record their fingerprints
+        (``replicas.json``)."""
+        self.report_bad(list(datasets))
         broadcast_buffers(self.world, network)
         prints = verify_replicas(self.world, network)
         if self.world.is_main:
@@ -302,6 +361,44 @@ class StageRun:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _differences(old: Any, new: Any, path: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new))
+                for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))]
+    return [] if old == new else [f"{path} {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def check_same_run(config_path: Path, current: dict[str, Any]) -> None:
+    """``--resume`` continues only the run recorded in ``config.json``: the same preset contents (whatever its name
+    or path), seed and shards (names and index contents). Anything else would silently mix two runs."""
+    try:
+        recorded = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise Ss3dError(f"--resume: cannot read {config_path} ({getattr(err, 'strerror', None) or err}), so "
+                        "cannot check that this command continues the same run") from None
+    diffs = _differences(recorded.get("preset", {}).get("sections"), current["preset"]["sections"], "")
+    diffs = [f"preset [{d.split('.', 1)[0]}] {d.split('.', 1)[1]}" if "." in d.split(" ", 1)[0] else f"preset {d}"
+             for d in diffs]
+    if recorded.get("options", {}).get("seed") != current["options"]["seed"]:
+        diffs.append(f"seed {recorded.get('options', {}).get('seed')} -> {current['options']['seed']}")
+    for group, now in current["data"].items():
+        before = recorded.get("data", {}).get(group)
+        if before is None:
+            continue  # a run folder from before shards were recorded
+        if before["shards"] != now["shards"]:
+            gone, new = sorted(set(before["shards"]) - set(now["shards"])), sorted(set(now["shards"]) -
+                                                                                    set(before["shards"]))
+            diffs.append(f"{group} shards" + (f" missing {', '.join(gone)}" if gone else "")
+                         + (f" added {', '.join(new)}" if new else ""))
+        elif before["index_sha256"] != now["index_sha256"]:
+            diffs.append(f"{group} shard index contents changed (shards re-written?)")
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise Ss3dError(f"--resume: this command differs from the run in {config_path.parent}: {shown}",
+                        hint="resume with the run's own preset, seed and shards (see its config.json), or start "
+                             "a new run in another --out")
 
 
 class _Quiet:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
 from ss3d_model import (
     ModelConfig,
@@ -30,6 +31,12 @@ def build_student(preset: Preset, init: str | Path | None, seed: int) -> tuple[R
     parent checkpoints)."""
     if init is not None:
         network, meta = load_network(init)
+        # Adam would carry a NaN/Inf weight into every later step: refuse it before training, not steps later.
+        bad = [name for name, value in network.state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if bad:
+            raise Ss3dError(f"--init {init}: {len(bad)} tensor(s) hold NaN/Inf values (first: {bad[0]})",
+                            hint="start from an earlier, finite checkpoint")
         network.train()
         return network, meta.encoder_init, [str(init)]
     torch.manual_seed(seed)

@@ -72,15 +72,15 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     data = preset.section("data")
     volume = VolumeConfig.from_preset(preset)
     epochs = options.epochs or cfg.epochs
-    run = StageRun("pretrain", preset, options, world)
     shards = shards_from(shard_specs)
+    run = StageRun("pretrain", preset, options, world, shards={"views": shards})
 
     network, encoder_init, parents = build_student(preset, init, options.seed)
     network.to(world.device)
     occupancy_points = cfg.occupancy_points if cfg.occupancy_weight > 0 else 0
     transform = ViewsTransform(network.config.input_size, int(data["supervision_size"]), cfg.supervision_views,
                                float(data["mask_threshold"]), occupancy_points, cfg.occupancy_near_fraction)
-    dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size)
+    dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -130,7 +130,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
             scheduler.step(mean)
             position.update(epoch=position["epoch"] + 1, batch=0, loss_sum=0.0, loss_count=0)
     checkpoint(final=True)
-    run.finish(network)
+    run.finish(network, dataset)
     return run.final
 
 

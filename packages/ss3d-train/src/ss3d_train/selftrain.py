@@ -114,8 +114,8 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
     volume = VolumeConfig.from_preset(preset)
     sup_size = int(data["supervision_size"])
     epochs = cfg.camera_epochs + cfg.joint_epochs
-    run = StageRun("selftrain", preset, options, world)
     shards = shards_from(shard_specs)
+    run = StageRun("selftrain", preset, options, world, shards={"images": shards})
     categories = index_categories(shards)
     if category is None:
         if len(categories) != 1:
@@ -133,7 +133,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
     index_of = {k: i for i, k in enumerate(keys)}
     transform = ImageTransform(network.config.input_size, sup_size, float(data["mask_threshold"]), index_of,
                                frozenset([category]))
-    dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size)
+    dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)
 
     cam_gen = torch.Generator().manual_seed(options.seed)  # same on every rank: identical initial hypotheses
@@ -228,7 +228,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                     return run.last
             position.update(epoch=position["epoch"] + 1, batch=0)
     checkpoint(final=True)
-    run.finish(network)
+    run.finish(network, dataset)
     return run.final
 
 
