@@ -29,21 +29,25 @@ def test_exception_mid_write_keeps_previous_file(tmp_path):
     assert os.listdir(tmp_path) == ["a.bin"]
 
 
-def test_killed_process_mid_write_keeps_previous_file(tmp_path):
-    target = tmp_path / "a.bin"
-    atomic_write_bytes(target, b"previous")
+def _kill_mid_write(target, size: int) -> None:
+    """A separate process starts writing ``size`` bytes to ``target`` and is SIGKILLed before the rename."""
     script = textwrap.dedent(
         f"""
         import os, signal
         from ss3d_data.atomic import atomic_write
         with atomic_write({str(target)!r}) as handle:
-            handle.write(b"x" * 1_000_000)
+            handle.write(b"x" * {size})
             handle.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script])
-    assert proc.returncode == -signal.SIGKILL
+    assert subprocess.run([sys.executable, "-c", script], check=False).returncode == -signal.SIGKILL
+
+
+def test_killed_process_mid_write_keeps_previous_file(tmp_path):
+    target = tmp_path / "a.bin"
+    atomic_write_bytes(target, b"previous")
+    _kill_mid_write(target, 1_000_000)
     assert target.read_bytes() == b"previous"
 
 
@@ -68,17 +72,7 @@ def test_a_link_to_a_missing_source_leaves_no_trace(tmp_path):
 def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "last.bin"
     atomic_write_bytes(target, b"previous")
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        from ss3d_data.atomic import atomic_write
-        with atomic_write({str(target)!r}) as handle:
-            handle.write(b"x" * 100_000)
-            handle.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        """
-    )
-    assert subprocess.run([sys.executable, "-c", script], check=False).returncode == -signal.SIGKILL
+    _kill_mid_write(target, 100_000)
     leftovers = [n for n in os.listdir(tmp_path) if n != "last.bin"]
     assert len(leftovers) == 1 and leftovers[0].startswith(".last.bin.tmp-")
     # Temps of a live writer (this very test process stands in for one), of another target and of an unknown
