@@ -372,7 +372,7 @@ def _differences(old: Any, new: Any, path: str) -> list[str]:
 
 def check_same_run(config_path: Path, current: dict[str, Any]) -> None:
     """``--resume`` continues only the run recorded in ``config.json``: the same preset contents (whatever its name
-    or path), seed and shards (names and index contents). Anything else would silently mix two runs."""
+    or path), seed and shards (names, index contents and sizes). Anything else would silently mix two runs."""
     try:
         recorded = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -392,7 +392,7 @@ def check_same_run(config_path: Path, current: dict[str, Any]) -> None:
                                                                                     set(before["shards"]))
             diffs.append(f"{group} shards" + (f" missing {', '.join(gone)}" if gone else "")
                          + (f" added {', '.join(new)}" if new else ""))
-        elif before["index_sha256"] != now["index_sha256"]:
+        elif before.get("manifest_hash") != now["manifest_hash"]:
             diffs.append(f"{group} shard index contents changed (shards re-written?)")
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
