@@ -108,7 +108,7 @@ def test_bad_meshes_are_skipped_with_reasons(tmp_path):
     huge = trimesh.creation.box(extents=(1e8, 1, 1))
     huge.export(root / "thing" / "huge.ply")
     out = tmp_path / "m.jsonl"
-    report = build_manifest(scan_folder(root), out, DataConfig())
+    build_manifest(scan_folder(root), out, DataConfig())
     assert [r.instance_id for r in read_manifest(out)] == ["folder-thing-good"]
     reasons = {s["instance_id"]: s["reason"] for s in json.loads(report_path(out).read_text())["skipped"]}
     assert set(reasons) == {"folder-thing-garbage", "folder-thing-empty", "folder-thing-flat", "folder-thing-huge"}

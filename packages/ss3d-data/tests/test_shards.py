@@ -1,3 +1,4 @@
+import contextlib
 import io
 import json
 import tarfile
@@ -98,15 +99,66 @@ def test_corrupt_sample_is_skipped_and_counted(tmp_path):
         list(iter_samples([str(shard)], SkipCounter(max_bad=0)))
 
 
-def test_truncated_shard_is_skipped_not_fatal(tmp_path):
+def _member_headers(shard) -> dict[str, int]:
+    """Member name -> byte offset of its own header (after any PAX header in front of it)."""
+    with tarfile.open(shard) as tar:
+        return {m.name: m.offset_data - 512 for m in tar.getmembers()}
+
+
+def test_truncated_shard_loses_only_what_was_cut_and_counts_it_against_the_index(tmp_path):
     write_shards([_views_sample(f"t{i}") for i in range(4)], tmp_path, "t", per_shard=10)
     shard = tmp_path / "t-000000.tar"
     data = shard.read_bytes()
-    shard.write_bytes(data[: len(data) * 2 // 3])
+    cut = _member_headers(shard)["t2.rgb001.png"] + 700  # inside t2's second image
+    shard.write_bytes(data[:cut])
     skips = SkipCounter(max_bad=10)
-    got = list(iter_samples([str(shard)], skips))
-    assert 1 <= len(got) < 4
-    assert skips.skipped >= 1
+    assert [s.info.key for s in iter_samples([str(shard)], skips)] == ["t0", "t1"]
+    # t2 is named (its meta.json survived) and blamed on the cut; t3 vanished whole: the index says it existed
+    assert [(r.key, r.kind) for r in skips.records] == [("t2", "unreadable tar data"), (None, "missing from shard")]
+    assert "truncated tar member 't2.rgb001.png'" in skips.records[0].reason
+    assert "holds 3 of the 4 samples its index lists" in skips.records[1].reason
+    assert skips.records[1].category == "chair"  # the index's per-category counts name what was lost
+    assert skips.summary() == "2 skipped (1 unreadable tar data, 1 missing from shard)"
+
+
+@pytest.mark.parametrize("damage", ["garbled", "zeroed"])
+def test_a_damaged_header_mid_shard_costs_one_sample_not_the_rest(tmp_path, damage):
+    write_shards([_views_sample(f"d{i}", category=("chair", "mug")[i % 2]) for i in range(5)], tmp_path, "d",
+                 per_shard=10)
+    shard = tmp_path / "d-000000.tar"
+    data = bytearray(shard.read_bytes())
+    at = _member_headers(shard)["d1.mask002.png"]
+    data[at:at + 512] = b"\xa7" * 512 if damage == "garbled" else bytes(512)
+    shard.write_bytes(bytes(data))
+    # a stream reader (the usual way to read a tar shard) stops at the damage and never sees d2-d4
+    streamed = []
+    with tarfile.open(shard, "r|") as tar, contextlib.suppress(tarfile.TarError):
+        for member in tar:
+            streamed.append(member.name)
+    assert streamed and not any(name.startswith(("d2.", "d3.", "d4.")) for name in streamed)
+    skips = SkipCounter(max_bad=10)
+    assert [s.info.key for s in iter_samples([str(shard)], skips)] == ["d0", "d2", "d3", "d4"]
+    [record] = skips.records
+    assert (record.key, record.category, record.kind) == ("d1", "mug", "unreadable tar data")
+    assert "damaged tar header at bytes" in record.reason and "missing mask of view 2" in record.reason
+
+
+def test_whole_samples_lost_to_damage_are_counted_with_or_without_an_index(tmp_path):
+    write_shards([_views_sample(f"w{i}") for i in range(3)], tmp_path, "w", per_shard=10)
+    shard = tmp_path / "w-000000.tar"
+    headers = _member_headers(shard)
+    data = bytearray(shard.read_bytes())
+    for name, at in headers.items():
+        if name.startswith("w1."):
+            data[at:at + 512] = bytes(512)
+    shard.write_bytes(bytes(data))
+    skips = SkipCounter(max_bad=10)
+    assert [s.info.key for s in iter_samples([str(shard)], skips)] == ["w0", "w2"]
+    assert [r.kind for r in skips.records] == ["missing from shard"]
+    (tmp_path / "w.index.json").unlink()
+    skips = SkipCounter(max_bad=10)
+    assert [s.info.key for s in iter_samples([str(shard)], skips)] == ["w0", "w2"]
+    assert skips.skipped >= 1 and {r.kind for r in skips.records} == {"unreadable tar data"}
 
 
 def test_sample_folder_round_trip(tmp_path):

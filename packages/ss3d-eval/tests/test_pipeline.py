@@ -179,6 +179,27 @@ def test_cli_iou_table_report(dataset, tmp_path):
     assert result.exit_code == 2 and "no such result file" in result.output
 
 
+def test_unreadable_test_samples_are_failed_rows_not_a_smaller_mean(dataset, tmp_path):
+    shard = tmp_path / "shards" / "test-000001.tar"  # holds lamp-2 alone
+    shard.write_bytes(shard.read_bytes()[:1800])  # cut after its first member
+    runner = CliRunner()
+    out = tmp_path / "res"
+    common = ["--shards", dataset["shards"], "--manifest", str(dataset["manifest"]), "--out", str(out),
+              "--preset", "tiny", "--pred-dir", str(dataset["good"]), "--label", "good"]
+    result = runner.invoke(app, ["iou", *common])
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable test sample(s) counted as failed rows (1 unreadable tar data)" in " ".join(result.output.split())
+    rows = {r["key"]: r for r in read_results([result_path(out, "good", "iou")])}
+    assert len(rows) == 3 and rows["chair-1-img0"]["status"] == "ok"
+    [lost] = [r for r in rows.values() if r["status"] == "failed"]
+    # the shard's index still names the category of the sample that vanished, so its category row counts it
+    assert lost["category"] == "lamp" and lost["error"].startswith("unreadable test sample: unreadable tar data")
+    table = build_table(list(rows.values()), "iou")
+    assert table.failed == {"good": 1} and table.values["lamp"]["good"][1] == 1
+    result = runner.invoke(app, ["iou", *common, "--max-bad", "0"])
+    assert result.exit_code == 2 and result.output.startswith("error: more than 0 corrupt shard samples skipped")
+
+
 @pytest.mark.slow
 def test_checkpoint_predictions_through_the_real_network(dataset, tmp_path):
     from ss3d_model.reconstruct import init_checkpoint

@@ -53,7 +53,13 @@ def validate_command(
     for sample in iter_samples(resolve_shards(shards), skips):
         counts[(sample.info.kind, sample.info.category, sample.info.split)] += 1
     _print_counts(counts)
-    console.print(f"{sum(counts.values())} valid samples, {skips.skipped} skipped")
+    console.print(f"{sum(counts.values())} valid samples, {skips.summary()}")
+    _print_first_skip(skips)
+
+
+def _print_first_skip(skips: SkipCounter) -> None:
+    if skips.records:
+        console.print(f"[yellow]first skipped:[/yellow] {skips.records[0].reason}")
 
 
 def _print_counts(counts: dict[tuple[str, str, str], int]) -> None:
@@ -75,7 +81,8 @@ def inspect_command(
 
     result = inspect_shards(resolve_shards(shards), sheet, max_bad, per_category)
     _print_counts(result.counts)
-    console.print(f"{sum(result.counts.values())} samples ({result.views} views), {result.skipped} skipped")
+    console.print(f"{sum(result.counts.values())} samples ({result.views} views), {result.skips.summary()}")
+    _print_first_skip(result.skips)
     if result.sheet:
         console.print(f"contact sheet: {result.sheet}")
 

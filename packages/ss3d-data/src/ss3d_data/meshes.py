@@ -24,7 +24,7 @@ from ss3d_data.atomic import atomic_write_text
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, canonical_matrix, write_manifest
 from ss3d_data.presets import load_preset, section_config
-from ss3d_data.schema import SPLITS, make_key
+from ss3d_data.schema import SPLITS
 
 MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
 

@@ -159,7 +159,7 @@ def pack_collection(items: Sequence[CollectionItem], out: str | os.PathLike[str]
 class Inspection:
     counts: dict[tuple[str, str, str], int]        # (kind, category, split) -> samples
     views: int
-    skipped: int
+    skips: SkipCounter
     sheet: Path | None = None
 
 
@@ -191,7 +191,7 @@ def inspect_shards(shards: Sequence[str], sheet: str | os.PathLike[str] | None =
         views += sample.num_views
         if sheet is not None and len(rows[info.category]) < per_category:
             rows[info.category].append((info.key, _thumbnail(sample, thumb)))
-    result = Inspection(dict(sorted(counts.items())), views, skips.skipped)
+    result = Inspection(dict(sorted(counts.items())), views, skips)
     if sheet is not None:
         if not rows:
             raise Ss3dError("no valid samples to draw a contact sheet from")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,8 +11,9 @@ import typer
 from ss3d_data.atomic import atomic_write_text
 from ss3d_data.clikit import at_least, console, make_app
 from ss3d_data.errors import Ss3dError
+from ss3d_data.shards import skip_kind
 from ss3d_eval.config import eval_config
-from ss3d_eval.evaluate import evaluate, read_results
+from ss3d_eval.evaluate import UNREADABLE, evaluate, read_results
 from ss3d_eval.predict import MeshDirPredictor, make_predictors
 from ss3d_eval.report import build_report
 from ss3d_eval.table import build_table, margins, margins_markdown, score_names, summary_json, to_markdown, to_rich
@@ -70,12 +72,22 @@ def run_metric(metric: str, shards: str, manifest: Path, checkpoints: list[Path]
     for name in score_names(rows)[:2]:
         typer.echo("")
         console.print(to_rich(build_table(rows, name)))
+    _report_unreadable([r for r in rows if r["label"] == predictors[0].label])
     for predictor, path in zip(predictors, files):
         own = [r for r in rows if r["label"] == predictor.label]
         if all(r["status"] == "failed" for r in own):
             raise Ss3dError(f"{predictor.label}: all {len(own)} samples failed, nothing was evaluated (rows in {path})",
                             hint=f"the first error: {own[0]['error']}" if own else None)
     return files
+
+
+def _report_unreadable(rows: list[dict]) -> None:
+    """One line naming the test samples that could not be read (each is a failed row of every method)."""
+    reasons = [r["error"].removeprefix(UNREADABLE) for r in rows if str(r.get("error") or "").startswith(UNREADABLE)]
+    if reasons:
+        kinds = Counter(skip_kind(reason) for reason in reasons)
+        console.print(f"[yellow]{len(reasons)} unreadable test sample(s)[/yellow] counted as failed rows ("
+                      + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) + f"); first: {reasons[0]}")
 
 
 def _check_sampling(view: int, limit: int | None) -> None:

@@ -22,6 +22,7 @@ from ss3d_data.atomic import atomic_write_text
 from ss3d_data.clikit import debug_enabled, progress
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
+from ss3d_data.shards import Skip, SkipCounter
 from ss3d_eval.config import EvalConfig
 from ss3d_eval.metrics import score
 from ss3d_eval.predict import EmptyPrediction, Predictor, TestItem, iter_test_items
@@ -31,6 +32,8 @@ RESULT_FORMAT = "ss3d-eval-result"
 RESULT_VERSION = 1
 _LABEL = re.compile(r"^[A-Za-z0-9_+-]+$")
 _FLUSH_EVERY = 8
+UNKNOWN_CATEGORY = "unknown"  # the category of a row whose sample was too damaged to name one
+UNREADABLE = "unreadable test sample: "  # how the error of such a row begins
 
 
 def result_path(out_dir: str | os.PathLike[str], label: str, metric: str) -> Path:
@@ -151,15 +154,21 @@ def evaluate(shards: str | list[str], manifest: str | os.PathLike[str], predicto
     digest = settings_hash(cfg, metric, predictor.source, view, aligned, predictor.fingerprint, preset)
     done = {r["key"]: r for r in read_results([out]) if r.get("settings") == digest} if out.is_file() else {}
     mesh_dir = Path(out_dir) / f"{predictor.label}-meshes" if save_meshes else None
-    items = list(iter_test_items(shards, view, max_bad))
+    skips = SkipCounter(max_bad)
+    items = list(iter_test_items(shards, view, skips=skips))
+    unreadable = skips.records
     if subset != "all":
         items = [i for i in items if predictor.seen(i.info.category) == (subset == "seen")]
+        # a sample whose category could not be read is counted in either subset: it may belong to it
+        unreadable = [s for s in unreadable if s.category is None or predictor.seen(s.category) == (subset == "seen")]
     if limit is not None:
         items = items[:limit]
-    if not items:
+        unreadable = unreadable[:limit - len(items)]
+    if not items and not unreadable:
         raise Ss3dError(f"no test samples in {shards}" + (f" of {subset} categories" if subset != "all" else ""))
     keys = [item.key for item in items]
-    if len(set(keys)) != len(keys):
+    named = keys + [s.key for s in unreadable if s.key]
+    if len(set(named)) != len(named):
         raise Ss3dError("the test shards hold duplicate sample keys")
     rows: list[dict[str, Any]] = []
     with progress() as bar:
@@ -170,16 +179,35 @@ def evaluate(shards: str | list[str], manifest: str | os.PathLike[str], predicto
                 rows.append(done[item.key])
             else:
                 start = time.perf_counter()
-                row = {"format": RESULT_FORMAT, "version": RESULT_VERSION, "metric": metric,
-                       "label": predictor.label, "source": predictor.source, "preset": preset,
-                       "settings": digest, "key": item.key, "instance_id": item.info.instance_id,
-                       "category": item.info.category, "seen": predictor.seen(item.info.category),
-                       "view": view, "pred_mesh": None}
+                row = _row_head(predictor, metric, preset, digest, view, item.key, item.info.instance_id,
+                                item.info.category)
                 row.update(_score_item(item, predictor, truth, cfg, metric, aligned, mesh_dir))
                 row["seconds"] = round(time.perf_counter() - start, 4)
                 rows.append(row)
                 if count % _FLUSH_EVERY == 0:
                     _write_rows(out, rows + [r for k, r in done.items() if k not in set(keys[:count])])
             bar.update(task, advance=1, status=rows[-1]["status"])
+    rows += _unreadable_rows(unreadable, predictor, metric, preset, view, digest)
     _write_rows(out, rows)
     return out
+
+
+def _row_head(predictor: Predictor, metric: str, preset: str, digest: str, view: int, key: str,
+              instance_id: str | None, category: str | None) -> dict[str, Any]:
+    return {"format": RESULT_FORMAT, "version": RESULT_VERSION, "metric": metric, "label": predictor.label,
+            "source": predictor.source, "preset": preset, "settings": digest, "key": key,
+            "instance_id": instance_id, "category": category or UNKNOWN_CATEGORY,
+            "seen": predictor.seen(category) if category else None, "view": view, "pred_mesh": None}
+
+
+def _unreadable_rows(skips: list[Skip], predictor: Predictor, metric: str, preset: str, view: int,
+                     digest: str) -> list[dict[str, Any]]:
+    """A failed row for every test sample that could not be read, so the table counts it instead of averaging
+    over fewer samples; its key is the sample's where it could be read, else a name made from the shard."""
+    rows = []
+    for number, skip in enumerate(skips):
+        key = skip.key or f"unreadable-{Path(skip.shard).stem}-{number}"
+        row = _row_head(predictor, metric, preset, digest, view, key, None, skip.category)
+        row.update(status="failed", error=UNREADABLE + skip.reason, seconds=0.0)
+        rows.append(row)
+    return rows

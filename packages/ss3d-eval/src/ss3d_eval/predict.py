@@ -40,9 +40,11 @@ class TestItem:
         return self.info.key
 
 
-def iter_test_items(shards: str | list[str], view: int = 0, max_bad: int = 10) -> Iterator[TestItem]:
-    """The test samples of ``shards`` (``image`` or ``views`` kind), one item each, showing view ``view``."""
-    skips = SkipCounter(max_bad)
+def iter_test_items(shards: str | list[str], view: int = 0, max_bad: int = 10,
+                    skips: SkipCounter | None = None) -> Iterator[TestItem]:
+    """The test samples of ``shards`` (``image`` or ``views`` kind), one item each, showing view ``view``.
+    Unreadable samples are counted in ``skips`` (a fresh counter of ``max_bad`` if not given) with their reasons."""
+    skips = skips if skips is not None else SkipCounter(max_bad)
     for sample in iter_samples(resolve_shards(shards), skips):
         if view >= sample.num_views:
             raise Ss3dError(f"sample {sample.info.key} has {sample.num_views} views; cannot evaluate view {view}")

@@ -11,8 +11,6 @@ and sees exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import hashlib
-import json
-import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,15 +24,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ss3d_data.errors import Ss3dError
 from ss3d_data.preprocess import crop_to_mask, resize_view
 from ss3d_data.schema import Sample
-from ss3d_data.shards import SKIP_KINDS, SkipCounter, iter_samples, resolve_shards, select_shards
+from ss3d_data.shards import SKIP_KINDS, SkipCounter, iter_samples, iter_tar_members, resolve_shards, select_shards, \
+    shard_index_entry, shard_prefix
 
 Transform = Callable[[Sample, np.random.Generator], dict[str, Any] | None]
-
-
-def shard_prefix(shard: str) -> str:
-    """``/x/chair-000003.tar`` -> ``/x/chair`` (the index file is ``<prefix>.index.json``)."""
-    stem = str(shard).removesuffix(".tar")
-    return stem.rsplit("-", 1)[0]
 
 
 def data_manifest_hash(shards: list[str]) -> str:
@@ -55,23 +48,18 @@ def shard_record(shards: list[str]) -> dict[str, Any]:
 
 
 def shard_keys(shard: str) -> list[str]:
-    """Sample keys of one shard in file order, from its ``.meta.json`` member names (no image is decoded)."""
+    """Sample keys of one shard in file order, from its ``.meta.json`` member names (no image is decoded); a
+    damaged stretch of the tar is passed over as the readers do."""
     try:
-        with tarfile.open(shard) as tar:
-            return [m.name.split("/")[-1].split(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".meta.json")]
-    except (tarfile.TarError, OSError) as err:
+        return [member[0].split("/")[-1].split(".", 1)[0] for member in iter_tar_members(shard)
+                if isinstance(member, tuple) and member[0].endswith(".meta.json")]
+    except OSError as err:
         raise Ss3dError(f"{shard}: unreadable shard ({err})") from None
 
 
 def index_categories(shards: list[str]) -> list[str]:
-    """The categories named by the index files of ``shards`` (sorted); empty when no index is found."""
-    names: set[str] = set()
-    for index in {shard_prefix(s) + ".index.json" for s in shards}:
-        if Path(index).is_file():
-            for entry in json.loads(Path(index).read_text(encoding="utf-8")).get("shards", []):
-                if any(entry.get("file") == Path(s).name for s in shards):
-                    names.update(entry.get("categories", {}))
-    return sorted(names)
+    """The categories named by the index entries of ``shards`` (sorted); empty when no index is found."""
+    return sorted({name for s in shards for name in (shard_index_entry(s) or {}).get("categories", {})})
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
