@@ -32,6 +32,13 @@ StopOpt = Annotated[int, typer.Option("--stop-after", help="Stop after this many
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Override the preset's epoch count (0 = preset).")]
 NonFiniteOpt = Annotated[int, typer.Option("--max-nonfinite", help="NaN/Inf losses in a row tolerated before "
                                                                     "the run stops.")]
+MicroOpt = Annotated[int, typer.Option("--micro-batch", help="Render/decode this many images of a batch at a time, "
+                                                              "recomputing their activations in the backward pass: "
+                                                              "same update, less memory, ~1/3 more decoder "
+                                                              "compute (0 = whole batch).")]
+BudgetOpt = Annotated[float, typer.Option("--memory-budget", help="GB a step may use: picks the largest "
+                                                                  "--micro-batch whose estimate fits (0 = off).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, or bf16 autocast of the forward passes.")]
 
 
 MAX_SEED = 2**32 - 1
@@ -40,18 +47,23 @@ MaxBadOpt = Annotated[int, typer.Option("--max-bad", help="Unreadable shard samp
 
 
 def _options(out: Path, preset: str | None, name: str, resume: bool, seed: int, workers: int, device: str,
-             stop_after: int, epochs: int, max_nonfinite: int, max_bad: int = 10, **extra: object) -> RunOptions:
+             stop_after: int, epochs: int, max_nonfinite: int, max_bad: int = 10, micro_batch: int = 0,
+             memory_budget: float = 0.0, precision: str = "fp32", **extra: object) -> RunOptions:
     negative = [f"{flag} {value}" for flag, value in (("--seed", seed), ("--workers", workers),
                                                         ("--stop-after", stop_after), ("--epochs", epochs),
-                                                        ("--max-nonfinite", max_nonfinite), ("--max-bad", max_bad))
-                if value < 0]
+                                                        ("--max-nonfinite", max_nonfinite), ("--max-bad", max_bad),
+                                                        ("--micro-batch", micro_batch),
+                                                        ("--memory-budget", memory_budget))
+                if not value >= 0]  # also catches a nan budget
     if negative:
         raise Ss3dError(f"{', '.join(negative)}: must not be negative")
     if seed > MAX_SEED:  # seeds feed torch.manual_seed(seed * 1000 + rank), which needs a 64-bit integer
         raise Ss3dError(f"--seed {seed}: must be at most {MAX_SEED}")
     return RunOptions(out=out, preset=preset or os.environ.get("SS3D_PRESET", "cpu"), name=name, resume=resume,
                       seed=seed, workers=workers, device=device, stop_after=stop_after, epochs=epochs,
-                      max_nonfinite=max_nonfinite, max_bad=max_bad, extra={k: str(v) for k, v in extra.items()})
+                      max_nonfinite=max_nonfinite, max_bad=max_bad, micro_batch=micro_batch,
+                      memory_budget_gb=memory_budget, precision=precision,
+                      extra={k: str(v) for k, v in extra.items()})
 
 
 def _done(path: Path) -> None:
@@ -68,12 +80,14 @@ def pretrain_command(
     = None,
     preset: PresetOpt = None, name: NameOpt = "", resume: ResumeOpt = False, seed: SeedOpt = 0,
     workers: WorkersOpt = 0, device: DeviceOpt = "auto", stop_after: StopOpt = 0, epochs: EpochsOpt = 0,
-    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10,
+    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10, micro_batch: MicroOpt = 0,
+    memory_budget: BudgetOpt = 0.0, precision: PrecisionOpt = "fp32",
 ) -> None:
     """Pretrain on synthetic multi-view renders (mask + colour rendering loss)."""
     from ss3d_train.pretrain import pretrain
 
     options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite, max_bad,
+                       micro_batch, memory_budget, precision,
                        shards=shards, init=init)
     _done(pretrain(shards, options, init=init))
 
@@ -87,12 +101,14 @@ def selftrain_command(
                                                                      "shards hold several).")] = None,
     preset: PresetOpt = None, name: NameOpt = "", resume: ResumeOpt = False, seed: SeedOpt = 0,
     workers: WorkersOpt = 0, device: DeviceOpt = "auto", stop_after: StopOpt = 0,
-    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10,
+    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10, micro_batch: MicroOpt = 0,
+    memory_budget: BudgetOpt = 0.0, precision: PrecisionOpt = "fp32",
 ) -> None:
     """Self-train one category expert with multi-hypothesis cameras (cameras-only phase, then joint)."""
     from ss3d_train.selftrain import selftrain
 
     options = _options(out, preset, name, resume, seed, workers, device, stop_after, 0, max_nonfinite, max_bad,
+                       micro_batch, memory_budget, precision,
                        shards=shards, init=init, category=category)
     _done(selftrain(shards, init, options, category=category))
 
@@ -127,12 +143,14 @@ def distill_command(
                                                               "preset.")] = None,
     preset: PresetOpt = None, name: NameOpt = "", resume: ResumeOpt = False, seed: SeedOpt = 0,
     workers: WorkersOpt = 0, device: DeviceOpt = "auto", stop_after: StopOpt = 0, epochs: EpochsOpt = 0,
-    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10,
+    max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10, micro_batch: MicroOpt = 0,
+    memory_budget: BudgetOpt = 0.0, precision: PrecisionOpt = "fp32",
 ) -> None:
     """Distil all category experts (and the synthetic-only model) into one unified student."""
     from ss3d_train.distill import distill
 
     options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite, max_bad,
+                       micro_batch, memory_budget, precision,
                        expert=expert, collections=collections, synthetic=synthetic,
                        synthetic_shards=synthetic_shards, init=init)
     _done(distill(collections, parse_experts(expert), options, synthetic=synthetic,

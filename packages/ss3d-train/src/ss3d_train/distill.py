@@ -137,7 +137,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     if restored is not None:
         _, info = restored
         position, encoder_init = info["position"], info["encoder_init"]
-    objective = wrap_ddp(world, FieldObjective(student))
+    objective = wrap_ddp(world, FieldObjective(student, run.micro_batch, options.precision))
     manifest = data_manifest_hash(collections + syn_shards)
     # the student learns the experts' categories and, through the synthetic teacher, the synthetic views' ones
     categories = sorted(set(experts) | set(index_categories(syn_shards) if syn_shards else []))

@@ -28,6 +28,8 @@ from ss3d_data.shards import SKIP_KINDS
 from ss3d_model import CheckpointMeta, ReconstructionNetwork, load_state, save_network, save_state, state_path
 from ss3d_train.data import ShardDataset, shard_record
 from ss3d_train.distributed import World, all_min, all_sum_, broadcast_buffers
+from ss3d_train.memory import plan_micro_batch
+from ss3d_train.objectives import PRECISIONS
 
 
 @dataclass
@@ -46,6 +48,9 @@ class RunOptions:
     log_every: int = 1               # steps between metric lines
     epochs: int = 0                  # override of the preset's epoch count (0 = preset)
     max_bad: int = 10                # unreadable shard samples tolerated per epoch (all loaders of a rank together)
+    micro_batch: int = 0             # objects rendered/decoded at a time, recomputed in backward (0 = whole batch)
+    memory_budget_gb: float = 0.0    # pick the largest micro-batch whose estimated step fits this (0 = not used)
+    precision: str = "fp32"          # fp32 | bf16 (autocast of the forward passes)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific CLI arguments, recorded in config.json
 
     def to_json(self) -> dict[str, Any]:
@@ -219,8 +224,13 @@ class StageRun:
         if not options.resume and resumable.is_file():
             raise Ss3dError(f"{self.out} already holds a run ({resumable.name})",
                             hint="add --resume to continue it, or choose another --out")
+        if options.precision not in PRECISIONS:
+            raise Ss3dError(f"--precision {options.precision!r}: use one of {', '.join(PRECISIONS)}")
+        # Before anything is written: a step that cannot fit is one line now, not an OOM kill minutes later.
+        self.micro_batch = plan_micro_batch(stage, preset, options.micro_batch, options.memory_budget_gb,
+                                            world.device)
         config = {"stage": stage, "preset": json.loads(preset.to_json()), "options": options.to_json(),
-                  "world_size": world.size,
+                  "world_size": world.size, "micro_batch": self.micro_batch,
                   "data": {group: shard_record(paths) for group, paths in (shards or {}).items()}}
         if options.resume:
             check_same_run(self.out / "config.json", config)
@@ -383,6 +393,10 @@ def check_same_run(config_path: Path, current: dict[str, Any]) -> None:
              for d in diffs]
     if recorded.get("options", {}).get("seed") != current["options"]["seed"]:
         diffs.append(f"seed {recorded.get('options', {}).get('seed')} -> {current['options']['seed']}")
+    # --micro-batch may change (it does not change the maths); the precision does
+    was, now = recorded.get("options", {}).get("precision", "fp32"), current["options"].get("precision", "fp32")
+    if was != now:
+        diffs.append(f"precision {was} -> {now}")
     for group, now in current["data"].items():
         before = recorded.get("data", {}).get(group)
         if before is None:

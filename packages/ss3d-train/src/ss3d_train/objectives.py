@@ -5,10 +5,13 @@ DistributedDataParallel can wrap them.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
@@ -84,9 +87,27 @@ def depth_jitter(rays_shape: torch.Size, samples: int, generator: torch.Generato
     return torch.rand(*rays_shape, samples, generator=generator).to(device)
 
 
+def in_micro_batches(fn: Callable[..., tuple[Tensor, ...]], micro_batch: int, *tensors: Tensor
+                     ) -> tuple[Tensor, ...]:
+    """``fn(*tensors)`` computed ``micro_batch`` objects (leading dimension) at a time, each piece under activation
+    checkpointing: the forward pass keeps only the pieces' inputs and outputs, and the backward pass recomputes one
+    piece at a time, so a step's activation memory is that of one micro-batch while its gradient is the whole
+    batch's (the pieces' gradients accumulate into the same weights; nothing else in the step changes: the encoder,
+    its BatchNorm statistics, the random draws and the loss see the full batch). ``micro_batch`` 0, or one covering
+    the batch, or no autograd: one plain call. The cost is one more forward pass of ``fn``.
+    """
+    count = tensors[0].shape[0]
+    if micro_batch <= 0 or micro_batch >= count or not torch.is_grad_enabled():
+        return fn(*tensors)
+    pieces = [checkpoint(fn, *(t[start:start + micro_batch] for t in tensors), use_reentrant=False)
+              for start in range(0, count, micro_batch)]
+    return tuple(torch.cat(parts) for parts in zip(*pieces))
+
+
 def render_training_rays(network, z: Tensor, samples: int, origins: Tensor, directions: Tensor, near: Tensor,
-                         far: Tensor, jitter: Tensor) -> tuple[Tensor, Tensor]:
-    """``ss3d_model.render_rays`` with stratified samples and ``last_interval=None``.
+                         far: Tensor, jitter: Tensor, micro_batch: int = 0) -> tuple[Tensor, Tensor]:
+    """``ss3d_model.render_rays`` with stratified samples and ``last_interval=None``, ``micro_batch`` objects at a
+    time (:func:`in_micro_batches`; 0 = all at once).
 
     Stratified samples (``jitter`` from :func:`depth_jitter`, one sample at a random depth in each of S bins): with
     fixed depths the field is only ever supervised at S points per ray, so between them it is free, and the
@@ -98,22 +119,49 @@ def render_training_rays(network, z: Tensor, samples: int, origins: Tensor, dire
     all-opaque masks instead of reducing its loss. z [B, Z]; origins, directions [B, R, 3]; near, far [B, R];
     jitter [B, R, S] -> mask [B, R], rgb [B, R, 3].
     """
-    return render_rays(network, z, origins, directions, near, far, samples, last_interval=None, jitter=jitter)
+    def render(*parts: Tensor) -> tuple[Tensor, Tensor]:
+        return render_rays(network, parts[0], *parts[1:5], samples, last_interval=None, jitter=parts[5])
+
+    return in_micro_batches(render, micro_batch, z, origins, directions, near, far, jitter)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward passes' numeric context: ``fp32`` (none) or ``bf16`` autocast (matrix products and convolutions
+    in bfloat16, reductions and the losses in float32) on CPU or CUDA."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise Ss3dError(f"precision must be fp32 or bf16, got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class RenderObjective(nn.Module):
-    """Encode the input images and volume-render rays: the forward pass of pre- and self-training."""
+    """Encode the input images and volume-render rays: the forward pass of pre- and self-training. ``micro_batch``
+    renders that many objects at a time (:func:`in_micro_batches`); ``precision`` as in :func:`autocast`."""
 
-    def __init__(self, network: ReconstructionNetwork, samples_per_ray: int) -> None:
+    def __init__(self, network: ReconstructionNetwork, samples_per_ray: int, micro_batch: int = 0,
+                 precision: str = "fp32") -> None:
         super().__init__()
         self.network, self.samples = network, samples_per_ray
+        self.micro_batch, self.precision = micro_batch, precision
+
+    def render(self, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
+               jitter: Tensor) -> tuple[Tensor, Tensor]:
+        """Render rays of objects already encoded to z (self-training's camera steps reuse one encoding)."""
+        with autocast(self.precision, z.device):
+            mask, rgb = render_training_rays(self.network, z, self.samples, origins, directions, near, far, jitter,
+                                             self.micro_batch)
+        return mask.float(), rgb.float()
 
     def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
                 jitter: Tensor) -> tuple[Tensor, Tensor]:
         """images [B, 3, S, S]; origins, directions [B, R, 3]; near, far [B, R]; jitter [B, R, samples]
         -> mask [B, R], rgb [B, R, 3]."""
-        z = self.network.encode(images)
-        return render_training_rays(self.network, z, self.samples, origins, directions, near, far, jitter)
+        with autocast(self.precision, images.device):
+            return self.render(self.network.encode(images), origins, directions, near, far, jitter)
 
 
 class ShapeObjective(RenderObjective):
@@ -122,22 +170,26 @@ class ShapeObjective(RenderObjective):
     def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
                 jitter: Tensor, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """As :class:`RenderObjective`, plus points [B, P, 3] -> mask [B, R], rgb [B, R, 3], sigma_raw [B, P]."""
-        z = self.network.encode(images)
-        mask, rgb = render_training_rays(self.network, z, self.samples, origins, directions, near, far, jitter)
-        sigma, _ = self.network.decode(z, points)
-        return mask, rgb, sigma
+        with autocast(self.precision, images.device):
+            z = self.network.encode(images)
+            mask, rgb = self.render(z, origins, directions, near, far, jitter)
+            sigma, _ = self.network.decode(z, points)
+        return mask, rgb, sigma.float()
 
 
 class FieldObjective(nn.Module):
-    """Encode the input images and query the field at points: the forward pass of distillation."""
+    """Encode the input images and query the field at points: the forward pass of distillation (``micro_batch``
+    and ``precision`` as in :class:`RenderObjective`)."""
 
-    def __init__(self, network: ReconstructionNetwork) -> None:
+    def __init__(self, network: ReconstructionNetwork, micro_batch: int = 0, precision: str = "fp32") -> None:
         super().__init__()
-        self.network = network
+        self.network, self.micro_batch, self.precision = network, micro_batch, precision
 
     def forward(self, images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
         """images [B, 3, S, S], points [B, N, 3] -> sigma_raw [B, N], rgb_logits [B, N, 3]."""
-        return self.network.decode(self.network.encode(images), points)
+        with autocast(self.precision, images.device):
+            sigma, rgb = in_micro_batches(self.network.decode, self.micro_batch, self.network.encode(images), points)
+        return sigma.float(), rgb.float()
 
 
 def render_loss(mask: Tensor, rgb: Tensor, target_mask: Tensor, target_rgb: Tensor, mask_weight: float,

@@ -96,7 +96,8 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
         parents, encoder_init = info["parents"], info["encoder_init"]
 
     objective_type = ShapeObjective if occupancy_points else RenderObjective
-    objective = wrap_ddp(world, objective_type(network, volume.samples_per_ray))
+    objective = wrap_ddp(world, objective_type(network, volume.samples_per_ray, run.micro_batch,
+                                               options.precision))
     threshold = ExtractConfig.from_preset(preset).density_threshold
     manifest = data_manifest_hash(shards)
     categories = index_categories(shards)

@@ -34,8 +34,7 @@ from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, in
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, images_per_second, \
     stage_progress
-from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, gather_pixels, render_loss, \
-    render_training_rays
+from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, gather_pixels, render_loss
 from ss3d_train.sparse_adam import SparseRowAdam
 
 
@@ -160,7 +159,8 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         prob_opt.load_state_tensors("cameras.logits_adam", tensors)
         position, parents, encoder_init = info["position"], info["parents"], info["encoder_init"]
 
-    objective = wrap_ddp(world, RenderObjective(network, volume.samples_per_ray))
+    renderer = RenderObjective(network, volume.samples_per_ray, run.micro_batch, options.precision)
+    objective = wrap_ddp(world, renderer)
     manifest = data_manifest_hash(shards)
 
     def sync_cameras() -> None:
@@ -196,7 +196,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                     z = network.encode(images)
                 network.train()
                 losses = None
-                render_encoded = partial(render_training_rays, network, z, volume.samples_per_ray)
+                render_encoded = partial(renderer.render, z)
                 for _ in range(cfg.camera_steps_per_step):
                     losses = hypothesis_losses(render_encoded, cameras, indices, rgb, mask, cfg, volume, generator,
                                                detach_cameras=False)
