@@ -227,8 +227,10 @@ class StageRun:
         if options.precision not in PRECISIONS:
             raise Ss3dError(f"--precision {options.precision!r}: use one of {', '.join(PRECISIONS)}")
         # Before anything is written: a step that cannot fit is one line now, not an OOM kill minutes later.
-        self.micro_batch = plan_micro_batch(stage, preset, options.micro_batch, options.memory_budget_gb,
-                                            world.device)
+        self.micro_batch, why = plan_micro_batch(stage, preset, options.micro_batch, options.memory_budget_gb,
+                                                 world.device)
+        if why and world.is_main:
+            console.print(f"[yellow]{why}[/yellow]")
         config = {"stage": stage, "preset": json.loads(preset.to_json()), "options": options.to_json(),
                   "world_size": world.size, "micro_batch": self.micro_batch,
                   "data": {group: shard_record(paths) for group, paths in (shards or {}).items()}}

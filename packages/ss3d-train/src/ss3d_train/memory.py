@@ -104,22 +104,32 @@ def available_bytes(device: torch.device) -> int:
     return (min(found) if found else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // share
 
 
-def plan_micro_batch(stage: str, preset: Preset, micro_batch: int, budget_gb: float, device: torch.device) -> int:
-    """The micro-batch a run uses, checked before its first step: ``micro_batch`` if given (> 0), else the largest
-    one whose estimated step fits ``budget_gb`` (if > 0), else the whole batch. Raises one line, naming a
-    micro-batch that would fit, when the step's estimate exceeds the budget or what the device has."""
+def plan_micro_batch(stage: str, preset: Preset, micro_batch: int, budget_gb: float, device: torch.device
+                     ) -> tuple[int, str]:
+    """The micro-batch a run uses, checked before its first step, and a line saying why when it was chosen here.
+
+    ``micro_batch`` > 0 is used as given. Otherwise the whole batch is used when its estimated step fits the
+    budget (``budget_gb`` if > 0, else what the device has), else the largest micro-batch that fits (the update is
+    the same, so a run of the paper's preset on a smaller machine needs no flag). Raises one line, naming a
+    micro-batch that would fit, when the step cannot fit."""
     shape = step_shape(stage, preset)
-    limit = int(budget_gb * 2**30) if budget_gb > 0 else available_bytes(device)
-    source = f"--memory-budget {budget_gb:g} GB" if budget_gb > 0 else f"the {device.type} memory available"
-    if micro_batch <= 0 and budget_gb > 0:
-        micro_batch = next((m for m in range(shape.objects, 0, -1) if step_bytes(stage, preset, m) <= limit), 1)
+    # what the device has is shared with everything else on it: plan for 85% of it
+    limit = int(budget_gb * 2**30) if budget_gb > 0 else int(0.85 * available_bytes(device))
+    source = f"--memory-budget {budget_gb:g} GB" if budget_gb > 0 else f"85% of the {device.type} memory available"
+    fits = [m for m in range(shape.objects, 0, -1) if step_bytes(stage, preset, m) <= limit]
+    whole = step_bytes(stage, preset, 0)
+    if micro_batch <= 0 and fits:
+        if fits[0] == shape.objects:
+            return 0, ""
+        return fits[0], (f"{stage}: a step of batch {shape.objects} needs about {whole / 2**30:.1f} GB, more than "
+                         f"{source} ({limit / 2**30:.1f} GB): rendering {fits[0]} image(s) at a time "
+                         f"(--micro-batch {fits[0]}; the same update, about 1/3 more decoder compute)")
     need = step_bytes(stage, preset, micro_batch)
     if need > limit:
-        fits = [m for m in range(shape.objects, 0, -1) if step_bytes(stage, preset, m) <= limit]
         advice = (f"--micro-batch {fits[0]} would fit (same update, about 1/3 more decoder compute)" if fits else
                   "not even --micro-batch 1 fits: use a smaller preset or a machine with more memory")
         raise Ss3dError(f"{stage}: one step of preset {preset.name} needs about {need / 2**30:.1f} GB "
                         f"({shape.decoder_points:,} decoder points, batch {shape.objects}"
                         + (f", micro-batch {micro_batch}" if 0 < micro_batch < shape.objects else "")
                         + f"), more than {source} ({limit / 2**30:.1f} GB)", hint=advice)
-    return micro_batch
+    return micro_batch, ""
