@@ -233,7 +233,7 @@ def iter_tar_members(path: str | os.PathLike[str]) -> Iterator[tuple[str, bytes]
                 continue
             if gap is not None:
                 yield TarDamage(gap, offset, "damaged tar header")
-                gap, garbled = None, False
+                gap, garbled, long_name = None, False, None  # a long name read before the damage named a lost member
             data_start = offset + _BLOCK
             if data_start + info.size > size:
                 yield TarDamage(offset, size, f"truncated tar member {info.name!r}")
