@@ -70,6 +70,47 @@ def test_decoder_is_the_film_siren_formula(tiny_network, tiny_config):
         torch.testing.assert_close(rgb[b], raw[:, :3], rtol=1e-4, atol=1e-5)
 
 
+def _plain_film_siren(dec, z: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The formula written plainly, differentiated by autograd: the reference for the lean training pass."""
+    b, lh = z.shape[0], dec.layers_count * dec.hidden
+    freq = (z[:, :lh] + 1).view(b, dec.layers_count, 1, dec.hidden)
+    shift = z[:, lh:].view(b, dec.layers_count, 1, dec.hidden)
+    h = torch.sin(dec.omega0 * dec.first(points))
+    for i, layer in enumerate(dec.layers):
+        h = torch.sin(dec.omega0 * freq[:, i] * layer(h) + shift[:, i])
+    return dec.head(h)
+
+
+def test_the_lean_training_pass_has_the_plain_formulas_gradients(tiny_config):
+    from ss3d_model.network import FilmSirenDecoder
+
+    torch.manual_seed(0)
+    dec = FilmSirenDecoder(8, 3, 30.0).double()
+    z = (torch.randn(2, 2 * 3 * 8, dtype=torch.float64) * 0.3).requires_grad_()
+    points = (torch.rand(2, 5, 3, dtype=torch.float64) - 0.5).requires_grad_()
+    weights = torch.randn(2, 5, 4, dtype=torch.float64)
+    lean = torch.autograd.grad((dec(z, points) * weights).sum(), [z, points, *dec.parameters()])
+    plain = torch.autograd.grad((_plain_film_siren(dec, z, points) * weights).sum(), [z, points, *dec.parameters()])
+    for a, b in zip(lean, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda zz, pp: dec(zz, pp), (z, points))
+
+
+def test_the_lean_training_pass_keeps_a_third_of_the_activations(tiny_config):
+    from ss3d_model.network import FilmSirenDecoder
+
+    dec = FilmSirenDecoder(64, 5, 30.0)
+    z, points = (torch.randn(1, 2 * 5 * 64) * 0.3).requires_grad_(), torch.rand(1, 2000, 3) - 0.5  # as in training
+    kept = []
+    for forward in (dec, lambda zz, pp: _plain_film_siren(dec, zz, pp)):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            forward(z, points)
+        kept.append(sum(n for n in sizes if n >= 2000 * 64))  # the per-point [N, H] tensors
+    assert kept[0] == 2000 * 64 * 6  # the first layer's product and one product per modulated layer
+    assert kept[1] >= 2.5 * kept[0]  # plain autograd: 3 per modulated layer and 2 for the first
+
+
 def test_siren_init_bounds(tiny_network, tiny_config):
     dec = tiny_network.decoder
     assert dec.first.weight.abs().max() <= 1 / 3

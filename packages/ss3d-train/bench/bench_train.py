@@ -32,7 +32,7 @@ from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwor
 from ss3d_train.distill import DistillConfig, distill_loss, sample_points
 from ss3d_train.distributed import World
 from ss3d_train.memory import decoder_bytes_per_point, step_bytes, step_shape
-from ss3d_train.objectives import FieldObjective, RenderObjective, ShapeObjective
+from ss3d_train.objectives import FieldObjective, RenderObjective, ShapeObjective, frozen
 from ss3d_train.pretrain import PretrainConfig, _pretrain_loss
 from ss3d_train.selftrain import SelftrainConfig, hypothesis_losses
 from ss3d_train.sparse_adam import SparseRowAdam
@@ -118,10 +118,12 @@ def selftrain_step(preset, network, device, g, micro_batch: int, precision: str)
             z = network.encode(images)
         network.train()
         render_encoded = partial(objective.render, z)
-        for _ in range(st.camera_steps_per_step):
-            losses = hypothesis_losses(render_encoded, cams, index, rgb, mask, st, volume, g, detach_cameras=False)
-            (grad,) = torch.autograd.grad(losses.mean(1).sum(), cams.raw)
-            pose_opt.step(index, grad[index])
+        with frozen(network):
+            for _ in range(st.camera_steps_per_step):
+                losses = hypothesis_losses(render_encoded, cams, index, rgb, mask, st, volume, g,
+                                           detach_cameras=False)
+                (grad,) = torch.autograd.grad(losses.mean(1).sum(), cams.raw)
+                pose_opt.step(index, grad[index])
         (grad,) = torch.autograd.grad((cams.probabilities(index) * losses.detach()).sum(), cams.logits)
         prob_opt.step(index, grad[index])
         per_hyp = hypothesis_losses(partial(objective, images), cams, index, rgb, mask, st, volume, g,
@@ -228,7 +230,7 @@ def memory_table(args: argparse.Namespace) -> None:
             figures = json.loads(done.stdout.strip().splitlines()[-1])
             live = shape.decoder_points if micro == 0 else shape.decoder_points * micro / shape.objects
             print(f"{stage:<10} {micro or 'all':>5} {shape.decoder_points:>10,} {figures['peak'] / 2**30:13.2f} "
-                  f"{step_bytes(stage, preset, micro) / 2**30:12.2f} "
+                  f"{step_bytes(stage, preset, micro, args.precision) / 2**30:12.2f} "
                   f"{(figures['peak'] - figures['base']) / live:12,.0f}")
 
 

@@ -228,7 +228,7 @@ class StageRun:
             raise Ss3dError(f"--precision {options.precision!r}: use one of {', '.join(PRECISIONS)}")
         # Before anything is written: a step that cannot fit is one line now, not an OOM kill minutes later.
         self.micro_batch, why = plan_micro_batch(stage, preset, options.micro_batch, options.memory_budget_gb,
-                                                 world.device)
+                                                 world.device, options.precision)
         if why and world.is_main:
             console.print(f"[yellow]{why}[/yellow]")
         config = {"stage": stage, "preset": json.loads(preset.to_json()), "options": options.to_json(),

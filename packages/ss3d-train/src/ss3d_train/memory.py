@@ -1,10 +1,10 @@
 """How much memory one training step needs, checked before the first step instead of ending in an OOM kill.
 
-The decoder's activations dominate: every decoder point (a ray sample, or a distillation point) keeps its layers'
-outputs for the backward pass. In fp32 autograd saves, per point, the first layer's two [H] tensors, three [H]
-tensors per FiLM-SIREN layer (the product, the sine's input and its output) and about 24 floats of rendering
-(densities, weights, colours): ``4 * (2H + 3HL + 24)`` bytes, 17.5 KB at the paper's H = 256, L = 5. The paper's
-pretraining step (8 x 5 x 340 x 100 = 1.36M points) thus needs about 24 GB of activations alone.
+The decoder's activations dominate: every decoder point (a ray sample, or a distillation point) keeps tensors for
+the backward pass. The decoder's training pass (``ss3d_model.network._LeanFilmSiren``) keeps one [H] product per
+layer and point, ``(L + 1) * H`` floats, and rendering about 24 floats (densities, weights, colours):
+``4 * ((L + 1) * H + 24)`` bytes, 6.2 KB at the paper's H = 256, L = 5 (plain autograd on the same formula kept
+``2H + 3HL`` floats, 17.5 KB). The paper's pretraining step has 8 x 5 x 340 x 100 = 1.36M points.
 ``--micro-batch N`` (:func:`~ss3d_train.objectives.in_micro_batches`) keeps only one micro-batch's activations
 alive, plus the pieces' inputs (a few floats per point). ``bench/bench_train.py --memory`` measures the real figures
 next to these estimates (docs/benchmarks-train.md).
@@ -29,15 +29,18 @@ FIXED_BYTES = 3 << 29  # the interpreter, torch, weights, optimiser state, loade
 
 
 def decoder_bytes_per_point(model: ModelConfig) -> int:
-    """Activation bytes autograd keeps per decoder point in fp32 (see the module's docstring)."""
-    h = model.hidden
-    return FLOAT * (2 * h + 3 * h * model.modulated_layers + 24)
+    """Activation bytes kept per decoder point for the backward pass in fp32 (see the module's docstring)."""
+    return FLOAT * ((model.modulated_layers + 1) * model.hidden + 24)
 
 
-def decoder_peak_bytes_per_point(model: ModelConfig) -> int:
-    """:func:`decoder_bytes_per_point` plus the backward pass's transient gradients (about three [H] tensors per
-    point at the widest moment); matches the measured step peaks within about 10% (docs/benchmarks-train.md)."""
-    return decoder_bytes_per_point(model) + 3 * FLOAT * model.hidden
+def decoder_peak_bytes_per_point(model: ModelConfig, precision: str = "fp32") -> int:
+    """:func:`decoder_bytes_per_point` plus the backward pass's transients (about five [H] tensors per point at the
+    widest moment: gradients, a cosine, a recomputed layer input, a product, allocator slack);
+    docs/benchmarks-train.md compares it with measured step peaks."""
+    if precision == "bf16":  # autocast runs plain autograd: 2H + 3HL saved values per point, of 2 bytes each
+        h = model.hidden
+        return 2 * (2 * h + 3 * h * model.modulated_layers + 24) + 5 * FLOAT * h
+    return decoder_bytes_per_point(model) + 5 * FLOAT * model.hidden
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def step_shape(stage: str, preset: Preset) -> StepShape:
     raise Ss3dError(f"unknown stage {stage!r}")
 
 
-def step_bytes(stage: str, preset: Preset, micro_batch: int = 0) -> int:
+def step_bytes(stage: str, preset: Preset, micro_batch: int = 0, precision: str = "fp32") -> int:
     """Estimated peak memory of one training step of ``stage`` with ``micro_batch`` objects at a time (0 = all)."""
     model = ModelConfig.from_preset(preset)
     shape = step_shape(stage, preset)
@@ -77,7 +80,7 @@ def step_bytes(stage: str, preset: Preset, micro_batch: int = 0) -> int:
     # micro-batched: the pieces' inputs (sample offsets, ray ends) stay, about 2 floats per point
     kept = 0 if micro_batch <= 0 or micro_batch >= shape.objects else 2 * FLOAT * shape.decoder_points
     encoder = ENCODER_BYTES_PER_PIXEL.get(model.encoder_arch, 2800) * model.input_size ** 2 * shape.objects
-    return int(FIXED_BYTES + encoder + kept + decoder_peak_bytes_per_point(model) * per_object * live)
+    return int(FIXED_BYTES + encoder + kept + decoder_peak_bytes_per_point(model, precision) * per_object * live)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -104,8 +107,8 @@ def available_bytes(device: torch.device) -> int:
     return (min(found) if found else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // share
 
 
-def plan_micro_batch(stage: str, preset: Preset, micro_batch: int, budget_gb: float, device: torch.device
-                     ) -> tuple[int, str]:
+def plan_micro_batch(stage: str, preset: Preset, micro_batch: int, budget_gb: float, device: torch.device,
+                     precision: str = "fp32") -> tuple[int, str]:
     """The micro-batch a run uses, checked before its first step, and a line saying why when it was chosen here.
 
     ``micro_batch`` > 0 is used as given. Otherwise the whole batch is used when its estimated step fits the
@@ -116,15 +119,15 @@ def plan_micro_batch(stage: str, preset: Preset, micro_batch: int, budget_gb: fl
     # what the device has is shared with everything else on it: plan for 85% of it
     limit = int(budget_gb * 2**30) if budget_gb > 0 else int(0.85 * available_bytes(device))
     source = f"--memory-budget {budget_gb:g} GB" if budget_gb > 0 else f"85% of the {device.type} memory available"
-    fits = [m for m in range(shape.objects, 0, -1) if step_bytes(stage, preset, m) <= limit]
-    whole = step_bytes(stage, preset, 0)
+    fits = [m for m in range(shape.objects, 0, -1) if step_bytes(stage, preset, m, precision) <= limit]
+    whole = step_bytes(stage, preset, 0, precision)
     if micro_batch <= 0 and fits:
         if fits[0] == shape.objects:
             return 0, ""
         return fits[0], (f"{stage}: a step of batch {shape.objects} needs about {whole / 2**30:.1f} GB, more than "
                          f"{source} ({limit / 2**30:.1f} GB): rendering {fits[0]} image(s) at a time "
                          f"(--micro-batch {fits[0]}; the same update, about 1/3 more decoder compute)")
-    need = step_bytes(stage, preset, micro_batch)
+    need = step_bytes(stage, preset, micro_batch, precision)
     if need > limit:
         advice = (f"--micro-batch {fits[0]} would fit (same update, about 1/3 more decoder compute)" if fits else
                   "not even --micro-batch 1 fits: use a smaller preset or a machine with more memory")

@@ -6,7 +6,7 @@ DistributedDataParallel can wrap them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -123,6 +123,19 @@ def render_training_rays(network, z: Tensor, samples: int, origins: Tensor, dire
         return render_rays(network, parts[0], *parts[1:5], samples, last_interval=None, jitter=parts[5])
 
     return in_micro_batches(render, micro_batch, z, origins, directions, near, far, jitter)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of ``module`` need no gradient inside (restored after): a fixed network's passes then compute no
+    weight gradients (self-training's camera steps differentiate with respect to the cameras only)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
 
 
 PRECISIONS = ("fp32", "bf16")

@@ -34,7 +34,7 @@ from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, in
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, images_per_second, \
     stage_progress
-from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, gather_pixels, render_loss
+from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, frozen, gather_pixels, render_loss
 from ss3d_train.sparse_adam import SparseRowAdam
 
 
@@ -197,13 +197,14 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                 network.train()
                 losses = None
                 render_encoded = partial(renderer.render, z)
-                for _ in range(cfg.camera_steps_per_step):
-                    losses = hypothesis_losses(render_encoded, cameras, indices, rgb, mask, cfg, volume, generator,
-                                               detach_cameras=False)
-                    if not torch.isfinite(losses).all():
-                        break
-                    (grad,) = torch.autograd.grad(losses.mean(1).sum(), cameras.raw)
-                    pose_opt.step(indices, grad[indices])
+                with frozen(network):  # only the cameras learn here: no weight gradients are computed
+                    for _ in range(cfg.camera_steps_per_step):
+                        losses = hypothesis_losses(render_encoded, cameras, indices, rgb, mask, cfg, volume,
+                                                   generator, detach_cameras=False)
+                        if not torch.isfinite(losses).all():
+                            break
+                        (grad,) = torch.autograd.grad(losses.mean(1).sum(), cameras.raw)
+                        pose_opt.step(indices, grad[indices])
                 probs = cameras.probabilities(indices)
                 expected = (probs * losses.detach()).sum(1)
                 if not run.guard.ok(finite_everywhere(world, expected), position["step"]):
