@@ -29,8 +29,10 @@ bench_out := env_var_or_default("SS3D_BENCH_OUT", "docs/benchmark")
 default:
     @just --list
 
-# the test suite (all of it: Blender, torchrun and the tiny end-to-end pipeline), on 2 workers
+# the lint (pyproject's [tool.ruff.lint] rules) and the test suite (all of it: Blender, torchrun and the tiny
+# end-to-end pipeline), on 2 workers
 test *args:
+    python -m ruff check packages tools tests
     python -m pytest -n 2 --dist loadfile {{args}}
 
 # the main job: data -> pretrain -> selftrain -> distill -> eval -> report, on the default offline data

@@ -13,8 +13,17 @@ import trimesh
 from ss3d_data import Ss3dError
 from ss3d_data.manifest import read_manifest
 from ss3d_data.meshes import build_manifest
-from ss3d_data.sources import (fetch_source, libcgal_category, parse_properties, scan_libcgal, scan_source,
-                               scan_sweethome3d, sweethome3d_category, unpack_libcgal, unpack_sweethome3d)
+from ss3d_data.sources import (
+    fetch_source,
+    libcgal_category,
+    parse_properties,
+    scan_libcgal,
+    scan_source,
+    scan_sweethome3d,
+    sweethome3d_category,
+    unpack_libcgal,
+    unpack_sweethome3d,
+)
 
 _OBJ_BOX = trimesh.creation.box(extents=(0.4, 0.9, 0.5))
 

@@ -5,7 +5,7 @@ import pytest
 import trimesh
 from scipy.spatial.distance import cdist
 
-from ss3d_eval.align import Similarity, align, fit_similarity, quaternion_to_matrix, quasi_uniform_rotations
+from ss3d_eval.align import Similarity, align, fit_similarity, quasi_uniform_rotations, quaternion_to_matrix
 from ss3d_eval.metrics import point_scores, score, volume_iou
 from ss3d_eval.shapes import make_shape
 

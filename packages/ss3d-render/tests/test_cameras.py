@@ -10,8 +10,8 @@ from ss3d_render.cameras import (
     look_at_cam2world,
     opencv_cam2world,
     sample_orbit,
-    spherical_to_position,
     sphere_silhouette,
+    spherical_to_position,
 )
 
 

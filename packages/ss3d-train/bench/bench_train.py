@@ -27,8 +27,14 @@ from functools import partial
 import torch
 
 from ss3d_data.presets import load_preset, section_config
-from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwork, VolumeConfig, \
-    intrinsics_matrix, look_at
+from ss3d_model import (
+    ModelConfig,
+    MultiHypothesisCameras,
+    ReconstructionNetwork,
+    VolumeConfig,
+    intrinsics_matrix,
+    look_at,
+)
 from ss3d_train.distill import DistillConfig, distill_loss, sample_points
 from ss3d_train.distributed import World
 from ss3d_train.memory import decoder_bytes_per_point, step_bytes, step_shape

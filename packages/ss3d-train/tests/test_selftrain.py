@@ -8,8 +8,15 @@ import torch
 
 from ss3d_data import Ss3dError, iter_samples, load_preset, read_cameras, resolve_shards
 from ss3d_data.preprocess import crop_to_mask
-from ss3d_model import CheckpointMeta, ModelConfig, MultiHypothesisCameras, ReconstructionNetwork, load_network, \
-    read_checkpoint_meta, save_network
+from ss3d_model import (
+    CheckpointMeta,
+    ModelConfig,
+    MultiHypothesisCameras,
+    ReconstructionNetwork,
+    load_network,
+    read_checkpoint_meta,
+    save_network,
+)
 from ss3d_train import RunOptions, SparseRowAdam, read_cameras_state, selftrain
 from ss3d_train.loop import weights_fingerprint
 

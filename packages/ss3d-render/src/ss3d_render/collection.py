@@ -14,7 +14,6 @@ resumed runs never write the same file concurrently.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 from collections.abc import Sequence

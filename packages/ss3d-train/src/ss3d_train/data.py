@@ -24,8 +24,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ss3d_data.errors import Ss3dError
 from ss3d_data.preprocess import crop_to_mask, resize_view
 from ss3d_data.schema import Sample
-from ss3d_data.shards import SKIP_KINDS, SkipCounter, iter_samples, iter_tar_members, resolve_shards, select_shards, \
-    shard_index_entry, shard_prefix
+from ss3d_data.shards import (
+    SKIP_KINDS,
+    SkipCounter,
+    iter_samples,
+    iter_tar_members,
+    resolve_shards,
+    select_shards,
+    shard_index_entry,
+    shard_prefix,
+)
 
 Transform = Callable[[Sample, np.random.Generator], dict[str, Any] | None]
 

@@ -21,10 +21,16 @@ from torch import Tensor
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import load_preset, section_config
-from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, \
-    ray_bounds
-from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, data_manifest_hash, make_loader, \
-    index_categories, shards_from
+from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, ray_bounds
+from ss3d_train.data import (
+    ImageTransform,
+    ShardDataset,
+    ViewsTransform,
+    data_manifest_hash,
+    index_categories,
+    make_loader,
+    shards_from,
+)
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, stage_progress
 from ss3d_train.objectives import FieldObjective, build_student, load_teacher

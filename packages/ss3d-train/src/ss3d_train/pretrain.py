@@ -20,16 +20,22 @@ from typing import Any
 
 import torch
 
-from ss3d_data.presets import load_preset, section_config
 from ss3d_data.errors import Ss3dError
+from ss3d_data.presets import load_preset, section_config
 from ss3d_model import VolumeConfig
 from ss3d_model.config import ExtractConfig
-from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, \
-    shards_from
+from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, stage_progress
-from ss3d_train.objectives import RenderObjective, ShapeObjective, build_student, depth_jitter, occupancy_loss, \
-    render_loss, supervised_rays
+from ss3d_train.objectives import (
+    RenderObjective,
+    ShapeObjective,
+    build_student,
+    depth_jitter,
+    occupancy_loss,
+    render_loss,
+    supervised_rays,
+)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ and are saved in the training-state file, so a run resumes exactly.
 from __future__ import annotations
 
 import time
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,18 @@ from torch import Tensor
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import load_preset, section_config
-from ss3d_model import MultiHypothesisCameras, VolumeConfig, pixel_rays, ray_bounds, \
-    sample_pixels
-from ss3d_train.data import ImageTransform, ShardDataset, data_manifest_hash, index_categories, make_loader, \
-    shard_keys, shards_from
+from ss3d_model import MultiHypothesisCameras, VolumeConfig, pixel_rays, ray_bounds, sample_pixels
+from ss3d_train.data import (
+    ImageTransform,
+    ShardDataset,
+    data_manifest_hash,
+    index_categories,
+    make_loader,
+    shard_keys,
+    shards_from,
+)
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, images_per_second, \
-    stage_progress
+from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, images_per_second, stage_progress
 from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, frozen, gather_pixels, render_loss
 from ss3d_train.sparse_adam import SparseRowAdam
 
