@@ -81,8 +81,10 @@ def _plain_film_siren(dec, z: torch.Tensor, points: torch.Tensor) -> torch.Tenso
     return dec.head(h)
 
 
-def test_the_lean_training_pass_has_the_plain_formulas_gradients(tiny_config):
+def test_the_lean_training_pass_has_the_plain_formulas_gradients(tiny_config, monkeypatch):
     from ss3d_model.network import FilmSirenDecoder
+
+    monkeypatch.setattr("ss3d_model.network.LEAN_MIN_VALUES", 0)  # lean at any size
 
     torch.manual_seed(0)
     dec = FilmSirenDecoder(8, 3, 30.0).double()
@@ -96,8 +98,10 @@ def test_the_lean_training_pass_has_the_plain_formulas_gradients(tiny_config):
     assert torch.autograd.gradcheck(lambda zz, pp: dec(zz, pp), (z, points))
 
 
-def test_the_lean_training_pass_keeps_a_third_of_the_activations(tiny_config):
+def test_the_lean_training_pass_keeps_a_third_of_the_activations(tiny_config, monkeypatch):
     from ss3d_model.network import FilmSirenDecoder
+
+    monkeypatch.setattr("ss3d_model.network.LEAN_MIN_VALUES", 2000 * 64 * 5)  # this call is just large enough
 
     dec = FilmSirenDecoder(64, 5, 30.0)
     z, points = (torch.randn(1, 2 * 5 * 64) * 0.3).requires_grad_(), torch.rand(1, 2000, 3) - 0.5  # as in training
