@@ -2,8 +2,9 @@
 fraction of the machine's fp32 matmul rate the decoder reaches, and self-training's cost per image relative to
 pretraining. The matmul rate is measured in the same run (the machine may be shared: compare ratios).
 
-Steps run on batches of the preset's shapes (random images; real look-at cameras), through the same functions the
-stages use: ``_pretrain_loss``, the self-training camera and network updates, the distillation targets and loss.
+Steps run on batches of the preset's shapes (random images; real look-at cameras) through the stages' own step
+functions (``pretrain_step``, ``selftrain_step`` in the joint phase, ``distill_step``), so the bench times the code
+that trains.
 
     .venv/bin/python packages/ss3d-train/bench/bench_train.py [--preset cpu] [--steps 3] [--device cpu]
         [--micro-batch N] [--precision fp32|bf16]
@@ -35,12 +36,13 @@ from ss3d_model import (
     intrinsics_matrix,
     look_at,
 )
-from ss3d_train.distill import DistillConfig, distill_loss, sample_points
+from ss3d_train.distill import DistillConfig, DistillState, distill_step
 from ss3d_train.distributed import World
+from ss3d_train.loop import NonFiniteGuard, new_position
 from ss3d_train.memory import decoder_bytes_per_point, step_bytes, step_shape
-from ss3d_train.objectives import FieldObjective, RenderObjective, ShapeObjective, frozen
-from ss3d_train.pretrain import PretrainConfig, _pretrain_loss
-from ss3d_train.selftrain import SelftrainConfig, hypothesis_losses
+from ss3d_train.objectives import FieldObjective, RenderObjective, ShapeObjective
+from ss3d_train.pretrain import PretrainConfig, PretrainState, pretrain_step
+from ss3d_train.selftrain import SelftrainConfig, SelftrainState, selftrain_step
 from ss3d_train.sparse_adam import SparseRowAdam
 
 
@@ -77,7 +79,7 @@ def cameras_batch(n: int, generator: torch.Generator) -> torch.Tensor:
     return look_at((u[:, 0] - 0.5) * 2.6, u[:, 1] * 2 * math.pi, torch.full((n,), 2.6))
 
 
-def pretrain_step(preset, network, device, g, micro_batch: int, precision: str):
+def pretrain_setup(preset, network, device, g, micro_batch: int, precision: str):
     """Pretraining: B inputs, K views, R rays, S samples; forward + backward + Adam. -> (step, images, points)."""
     volume, model_cfg = VolumeConfig.from_preset(preset), network.config
     sup, s = int(preset.section("data")["supervision_size"]), model_cfg.input_size
@@ -92,19 +94,12 @@ def pretrain_step(preset, network, device, g, micro_batch: int, precision: str):
         batch["occupancy_points"] = torch.rand(b, pre.occupancy_points, 3, generator=g) - 0.5
         batch["occupancy_labels"] = (torch.rand(b, pre.occupancy_points, generator=g) > 0.5).float()
         objective = ShapeObjective(network, volume.samples_per_ray, micro_batch, precision)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-6)
-    world = World(0, 1, 0, device)
-
-    def step() -> None:
-        loss, _ = _pretrain_loss(objective, batch, pre, volume, g, world, 2.0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step, b, step_shape("pretrain", preset).decoder_points
+    state = PretrainState(pre, volume, objective, torch.optim.Adam(network.parameters(), lr=1e-6), g,
+                          World(0, 1, 0, device), NonFiniteGuard(0), 2.0)
+    return partial(pretrain_step, state, batch), b, step_shape("pretrain", preset).decoder_points
 
 
-def selftrain_step(preset, network, device, g, micro_batch: int, precision: str):
+def selftrain_setup(preset, network, device, g, micro_batch: int, precision: str):
     """Self-training (joint phase): camera updates + one probability update + one network update per step."""
     volume, s = VolumeConfig.from_preset(preset), network.config.input_size
     sup = int(preset.section("data")["supervision_size"])
@@ -112,61 +107,34 @@ def selftrain_step(preset, network, device, g, micro_batch: int, precision: str)
     b = st.batch_size
     cams = MultiHypothesisCameras(b, st.hypotheses, tuple(st.camera_distance_range), st.camera_focal_px, sup,
                                   generator=g).to(device)
-    pose_opt, prob_opt = SparseRowAdam(cams.raw.data, st.lr_camera), SparseRowAdam(cams.logits.data, st.lr_camera)
-    images, rgb, mask = torch.rand(b, 3, s, s), torch.rand(b, sup, sup, 3), (torch.rand(b, sup, sup) > 0.5).float()
-    index = torch.arange(b)
-    objective = RenderObjective(network, volume.samples_per_ray, micro_batch, precision)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-6)
-
-    def step() -> None:
-        network.eval()
-        with torch.no_grad():
-            z = network.encode(images)
-        network.train()
-        render_encoded = partial(objective.render, z)
-        with frozen(network):
-            for _ in range(st.camera_steps_per_step):
-                losses = hypothesis_losses(render_encoded, cams, index, rgb, mask, st, volume, g,
-                                           detach_cameras=False)
-                (grad,) = torch.autograd.grad(losses.mean(1).sum(), cams.raw)
-                pose_opt.step(index, grad[index])
-        (grad,) = torch.autograd.grad((cams.probabilities(index) * losses.detach()).sum(), cams.logits)
-        prob_opt.step(index, grad[index])
-        per_hyp = hypothesis_losses(partial(objective, images), cams, index, rgb, mask, st, volume, g,
-                                    detach_cameras=True)
-        loss = (cams.probabilities(index).detach() * per_hyp).sum(1).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+    batch = {"index": torch.arange(b), "input": torch.rand(b, 3, s, s), "rgb": torch.rand(b, sup, sup, 3),
+             "mask": (torch.rand(b, sup, sup) > 0.5).float()}
+    renderer = RenderObjective(network, volume.samples_per_ray, micro_batch, precision)
+    state = SelftrainState(st, volume, network, renderer, renderer, cams, SparseRowAdam(cams.raw.data, st.lr_camera),
+                           SparseRowAdam(cams.logits.data, st.lr_camera),
+                           torch.optim.Adam(network.parameters(), lr=1e-6), g, World(0, 1, 0, device),
+                           NonFiniteGuard(0), new_position(epoch=st.camera_epochs))  # the joint phase
     # camera steps and the network step each differentiate the decoder at every point
-    return step, b, step_shape("selftrain", preset).decoder_points * (st.camera_steps_per_step + 1)
+    return (partial(selftrain_step, state, batch), b,
+            step_shape("selftrain", preset).decoder_points * (st.camera_steps_per_step + 1))
 
 
-def distill_step(preset, network, device, g, micro_batch: int, precision: str):
+def distill_setup(preset, network, device, g, micro_batch: int, precision: str):
     """Distillation: teacher forward (no grad) + student forward/backward at points_per_image points per image."""
     volume, s = VolumeConfig.from_preset(preset), network.config.input_size
     di = section_config(DistillConfig, preset.section("distill"), "distill")
+    render = preset.section("render")
     b = di.batch_size
     teacher = ReconstructionNetwork(network.config).to(device).eval()
-    images = torch.rand(b, 3, s, s)
-    c2w, intr = cameras_batch(b, g), intrinsics_matrix(s * 1.9, s).expand(b, 3, 3)
-    objective = FieldObjective(network, micro_batch, precision)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-6)
-
-    def step() -> None:
-        pts = sample_points(c2w, intr, s, di, volume, g)
-        with torch.no_grad():
-            t_sigma, t_rgb = teacher(images, pts)
-        loss = distill_loss(*objective(images, pts), t_sigma, t_rgb)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step, b, step_shape("distill", preset).decoder_points
+    batch = {"input": torch.rand(b, 3, s, s), "category": ["chair"] * b}
+    state = DistillState(di, volume, {"chair": teacher}, FieldObjective(network, micro_batch, precision),
+                         torch.optim.Adam(network.parameters(), lr=1e-6), g, World(0, 1, 0, device),
+                         NonFiniteGuard(0), float(render["focal_px"]), int(render["image_size"]),
+                         [float(x) for x in render["distance_range"]], None)
+    return partial(distill_step, state, batch), b, step_shape("distill", preset).decoder_points
 
 
-STAGES = {"pretrain": pretrain_step, "selftrain": selftrain_step, "distill": distill_step}
+STAGES = {"pretrain": pretrain_setup, "selftrain": selftrain_setup, "distill": distill_setup}
 FLOPS_FACTOR = {"pretrain": 3, "selftrain": 3, "distill": 4}  # forward + backward (+ the teacher's forward)
 
 

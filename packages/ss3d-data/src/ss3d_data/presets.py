@@ -153,3 +153,15 @@ def section_config(cls: type[T], values: dict[str, Any], section: str) -> T:
             raise Ss3dError(f"[{section}] is missing key {name!r}")
         kwargs[name] = _check_type(values[name], hints[name], f"[{section}] {name}")
     return cls(**kwargs)
+
+
+def check_values(section: str, config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                 fractions: tuple[str, ...] = ()) -> None:
+    """One-line error naming every out-of-range value of a typed section: ``positive`` fields must be > 0,
+    ``non_negative`` >= 0, ``fractions`` in [0, 1] (meant for a config dataclass's ``__post_init__``)."""
+    bad = [f"{name} must be > 0" for name in positive if not getattr(config, name) > 0]
+    bad += [f"{name} must be >= 0" for name in non_negative if not getattr(config, name) >= 0]
+    bad += [f"{name} must be in [0, 1]" for name in fractions if not 0 <= getattr(config, name) <= 1]
+    if bad:
+        got = ", ".join(f"{b} (got {getattr(config, b.split()[0])!r})" for b in bad)
+        raise Ss3dError(f"[{section}] {got}")

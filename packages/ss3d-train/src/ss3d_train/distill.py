@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ss3d_data.errors import Ss3dError
-from ss3d_data.presets import load_preset, section_config
+from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, ray_bounds
 from ss3d_train.data import (
     ImageTransform,
@@ -32,7 +33,18 @@ from ss3d_train.data import (
     shards_from,
 )
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, stage_progress
+from ss3d_train.loop import (
+    KeptBuffers,
+    Metrics,
+    NonFiniteGuard,
+    RunOptions,
+    StageRun,
+    epoch_batches,
+    guarded_update,
+    images_per_second,
+    new_position,
+    run_stage,
+)
 from ss3d_train.objectives import FieldObjective, build_student, load_teacher
 
 SYNTHETIC = "__synthetic__"  # teacher key of the synthetic-only model
@@ -48,6 +60,11 @@ class DistillConfig:
     epochs: int
     lr: float
     checkpoint_every: int
+
+    def __post_init__(self) -> None:
+        check_values("distill", self, positive=("batch_size", "points_per_image", "point_half_size", "epochs", "lr",
+                                                "checkpoint_every"),
+                     fractions=("ray_point_fraction", "synthetic_fraction"))
 
 
 def distill_loss(student_sigma: Tensor, student_rgb: Tensor, teacher_sigma: Tensor, teacher_rgb: Tensor) -> Tensor:
@@ -138,17 +155,16 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
 
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(options.seed * 1000 + 2 + world.rank)
-    position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "syn_pass": 0, "syn_batch": 0}
+    position = new_position(syn_pass=0, syn_batch=0)
     restored = run.restore(student, optimizer, generator)
     if restored is not None:
         _, info = restored
         position, encoder_init = info["position"], info["encoder_init"]
-    objective = wrap_ddp(world, FieldObjective(student, run.micro_batch, options.precision))
     manifest = data_manifest_hash(collections + syn_shards)
     # the student learns the experts' categories and, through the synthetic teacher, the synthetic views' ones
     categories = sorted(set(experts) | set(index_categories(syn_shards) if syn_shards else []))
 
-    def checkpoint(final: bool = False) -> None:
+    def checkpoint(final: bool) -> None:
         meta = run.meta(position, categories, manifest, encoder_init, parents)
         info = {"position": position, "encoder_init": encoder_init}
         run.save(student, optimizer, generator, meta, info, final=final)
@@ -166,62 +182,77 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
                 raise Ss3dError("the synthetic shards yield no full batch on some rank")
             position.update(syn_pass=position["syn_pass"] + 1, syn_batch=0)
 
-    syn_stream = synthetic_batches() if syn is not None else None
-    side_focal = (float(render["focal_px"]), int(render["image_size"]))
-    distance_range = [float(x) for x in render["distance_range"]]
-    with stage_progress(world) as bar:
-        task = bar.add_task("distill", total=None, status="")
-        while position["epoch"] < epochs:
-            main.set_epoch(position["epoch"])
-            for index, batch in epoch_batches(main_loader, world, position["batch"]):
-                started = time.perf_counter()
-                position["batch"] = index + 1
-                groups = _teacher_groups(batch, syn_stream, side_focal, distance_range, generator)
-                images = torch.cat([g["input"] for g in groups]).to(world.device)
-                points = torch.cat([sample_points(g["cam2world"], g["intrinsics"], g["side"], cfg, volume,
-                                                  generator) for g in groups]).to(world.device)
-                with torch.no_grad():
-                    targets, start = [], 0
-                    for g in groups:
-                        stop = start + g["input"].shape[0]
-                        for teacher, rows in g["teachers"]:
-                            sel = torch.tensor(rows) + start
-                            targets.append((sel, *teachers[teacher](images[sel], points[sel])))
-                        start = stop
-                    t_sigma = torch.empty(points.shape[:2], device=world.device)
-                    t_rgb = torch.empty(*points.shape[:2], 3, device=world.device)
-                    for sel, sigma, rgb in targets:
-                        t_sigma[sel], t_rgb[sel] = sigma, rgb
-                s_sigma, s_rgb = objective(images, points)
-                loss = distill_loss(s_sigma, s_rgb, t_sigma, t_rgb)
-                if not run.update(optimizer, loss, position["step"]):
-                    continue
-                value = float(all_mean(world, loss.detach().reshape(1)).item())
-                rate = images_per_second(images.shape[0] * world.size, started)
-                bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.5f} {rate:.1f} img/s")
-                values = {"loss": value, "images_per_s": rate, "points_per_s": rate * cfg.points_per_image}
-                if run.end_step(position, values, cfg.checkpoint_every, checkpoint):
-                    return run.last
-            position.update(epoch=position["epoch"] + 1, batch=0)
-    checkpoint(final=True)
-    run.finish(student, main, syn)
-    return run.final
+    objective = wrap_ddp(world, FieldObjective(student, run.micro_batch, options.precision))
+    state = DistillState(cfg, volume, teachers, objective, optimizer, generator, world, run.guard,
+                         float(render["focal_px"]), int(render["image_size"]),
+                         [float(x) for x in render["distance_range"]],
+                         synthetic_batches() if syn is not None else None, position)
+    return run_stage(run, student, state, distill_step, main_loader, epochs, checkpoint, cfg.checkpoint_every,
+                     label="distill", datasets=(syn,))
 
 
-def _teacher_groups(batch: dict[str, Any], syn_stream, side_focal: tuple[float, int], distance_range: list[float],
-                    generator: torch.Generator) -> list[dict[str, Any]]:
+@dataclass
+class DistillState:
+    """What one distillation step reads and updates (the loop owns the rest)."""
+
+    cfg: DistillConfig
+    volume: VolumeConfig
+    teachers: dict[str, ReconstructionNetwork]   # category (or SYNTHETIC) -> teacher in eval mode
+    objective: torch.nn.Module                  # FieldObjective of the student, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    world: World
+    guard: NonFiniteGuard
+    focal_px: float                             # random cameras of collection images: the renders' intrinsics
+    image_size: int
+    distance_range: list[float]
+    synthetic: Iterator[dict[str, Any]] | None  # endless synthetic batches (their place is in ``position``)
+    position: dict[str, Any] = field(default_factory=lambda: new_position(syn_pass=0, syn_batch=0))
+
+
+def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
+    """One student update on a batch of collection images (plus a synthetic batch when the state has a stream):
+    every teacher answers at the student's query points. None when the loss was not finite."""
+    started = time.perf_counter()
+    device = state.world.device
+    groups = _teacher_groups(batch, state)
+    images = torch.cat([g["input"] for g in groups]).to(device)
+    points = torch.cat([sample_points(g["cam2world"], g["intrinsics"], g["side"], state.cfg, state.volume,
+                                      state.generator) for g in groups]).to(device)
+    with torch.no_grad():
+        targets, start = [], 0
+        for g in groups:
+            stop = start + g["input"].shape[0]
+            for teacher, rows in g["teachers"]:
+                sel = torch.tensor(rows) + start
+                targets.append((sel, *state.teachers[teacher](images[sel], points[sel])))
+            start = stop
+        t_sigma = torch.empty(points.shape[:2], device=device)
+        t_rgb = torch.empty(*points.shape[:2], 3, device=device)
+        for sel, sigma, rgb in targets:
+            t_sigma[sel], t_rgb[sel] = sigma, rgb
+    kept = KeptBuffers(state.objective)
+    s_sigma, s_rgb = state.objective(images, points)
+    loss = distill_loss(s_sigma, s_rgb, t_sigma, t_rgb)
+    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept):
+        return None
+    rate = images_per_second(images.shape[0] * state.world.size, started)
+    return {"loss": float(all_mean(state.world, loss.detach().reshape(1)).item()), "images_per_s": rate,
+            "points_per_s": rate * state.cfg.points_per_image}
+
+
+def _teacher_groups(batch: dict[str, Any], state: DistillState) -> list[dict[str, Any]]:
     """The batch as groups (collection images, then synthetic views), each with the cameras its points are shot from
     and its (teacher, rows) assignment."""
-    focal, side = side_focal
-    n = batch["input"].shape[0]
-    c2w, intr = random_cameras(n, focal, side, distance_range, generator)
+    side = state.image_size
+    c2w, intr = random_cameras(batch["input"].shape[0], state.focal_px, side, state.distance_range, state.generator)
     by_category: dict[str, list[int]] = {}
     for row, category in enumerate(batch["category"]):
         by_category.setdefault(category, []).append(row)
     groups = [{"input": batch["input"], "cam2world": c2w, "intrinsics": intr, "side": side,
                "teachers": sorted(by_category.items())}]
-    if syn_stream is not None:
-        syn = next(syn_stream)
+    if state.synthetic is not None:
+        syn = next(state.synthetic)
         groups.append({"input": syn["input"], "cam2world": syn["input_cam2world"],
                        "intrinsics": syn["input_intrinsics"], "side": int(syn["input_side"][0]),
                        "teachers": [(SYNTHETIC, list(range(syn["input"].shape[0])))]})

@@ -1,4 +1,4 @@
-"""What every training stage shares: run folder (config, metrics, TensorBoard), checkpoints with resumable state,
+"""What every training stage shares: the stage loop (:func:`run_stage`), run folder (config, metrics, TensorBoard), checkpoints with resumable state,
 RNG and optimiser (de)serialisation without pickle, the non-finite-loss guard, and epoch iteration across ranks.
 
 Run folder ``<out>/``: ``config.json`` (preset JSON + CLI arguments), ``metrics.jsonl`` (one JSON object per logged
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -168,6 +168,33 @@ def epoch_batches(loader, world: World, skip: int) -> Iterator[tuple[int, dict[s
         index += 1
 
 
+class KeptBuffers:
+    """A module's buffers (batch-norm running statistics) as they were before a training forward pass, put back
+    when the step is skipped: a NaN batch must not leave NaN statistics behind in a step that "changed nothing"."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.saved = [(buffer, buffer.detach().clone()) for buffer in module.buffers()]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for buffer, value in self.saved:
+                buffer.copy_(value)
+
+
+def guarded_update(guard: NonFiniteGuard, world: World, optimizer: torch.optim.Optimizer, loss: Tensor,
+                   step: int, kept: KeptBuffers | None = None) -> bool:
+    """One optimiser update; False, with nothing changed (``kept`` buffers restored), when the loss is NaN/Inf on
+    any rank (every rank then skips the batch together, and ``guard`` counts it)."""
+    optimizer.zero_grad(set_to_none=True)
+    if not guard.ok(finite_everywhere(world, loss), step):
+        if kept is not None:
+            kept.restore()
+        return False
+    loss.backward()
+    optimizer.step()
+    return True
+
+
 def images_per_second(images: int, started: float) -> float:
     """Throughput of a step that began at ``started`` (``time.perf_counter()``)."""
     return images / max(time.perf_counter() - started, 1e-9)
@@ -298,29 +325,6 @@ class StageRun:
                                                                 "nonfinite_skipped": self.guard.skipped,
                                                                 **inference_record(self.preset)})
 
-    def update(self, optimizer: torch.optim.Optimizer, loss: Tensor, step: int) -> bool:
-        """One guarded optimiser update; False, with nothing changed, when the loss is NaN/Inf on any rank (every
-        rank then skips the batch together)."""
-        optimizer.zero_grad(set_to_none=True)
-        if not self.guard.ok(finite_everywhere(self.world, loss), step):
-            return False
-        loss.backward()
-        optimizer.step()
-        return True
-
-    def end_step(self, position: dict[str, Any], values: dict[str, float], every: int,
-                 checkpoint: Callable[[], None]) -> bool:
-        """Count a finished step, log ``values`` and take the periodic checkpoint; True (after a checkpoint) when
-        --stop-after is reached."""
-        position["step"] += 1
-        self.steps_this_run += 1
-        step = position["step"]
-        self.log(step, {**values, "epoch": position["epoch"], "skipped": self.guard.skipped})
-        stop = bool(self.options.stop_after) and self.steps_this_run >= self.options.stop_after
-        if stop or step % every == 0:  # one write when both fall on the same step
-            checkpoint()
-        return stop
-
     def save(self, network: ReconstructionNetwork, optimizer: torch.optim.Optimizer, generator: torch.Generator,
              meta: CheckpointMeta, info: dict[str, Any], tensors: dict[str, Tensor] | None = None,
              final: bool = False) -> None:
@@ -436,3 +440,59 @@ class _Quiet:
 def stage_progress(world: World):
     """The standard progress bar on rank 0; a silent stand-in elsewhere."""
     return progress() if world.is_main else _Quiet()
+
+
+Metrics = dict[str, float]
+
+
+class StageState(Protocol):
+    """What :func:`run_stage` needs of a stage's state: its resume position, a JSON-able dict holding at least
+    ``step`` (optimiser steps done), ``epoch`` and ``batch`` (batches of the epoch done); stages add their own
+    counters (e.g. a second data stream's place)."""
+
+    position: dict[str, Any]
+
+
+def new_position(**extra: Any) -> dict[str, Any]:
+    return {"step": 0, "epoch": 0, "batch": 0, **extra}
+
+
+def loss_status(values: Metrics) -> str:
+    """The progress bar's default status: loss and throughput."""
+    return f"loss {values['loss']:.5g} {values.get('images_per_s', 0.0):.1f} img/s"
+
+
+def run_stage(run: StageRun, network: torch.nn.Module, state: StageState,
+              step: Callable[[Any, dict[str, Any]], Metrics | None], loader, epochs: int, checkpoint: Callable[[bool], None], checkpoint_every: int, *, label: str,
+              end_epoch: Callable[[], None] | None = None, status: Callable[[Metrics], str] = loss_status,
+              datasets: tuple[ShardDataset | None, ...] = ()) -> Path:
+    """The training loop every stage shares: epochs from the resume position, the batches of an epoch after those
+    already done, one ``step(state, batch)`` each (None = skipped by the non-finite guard: no step is counted),
+    metrics, the progress bar, periodic checkpoints (``checkpoint(final)``) and ``--stop-after``. ``end_epoch``
+    runs after each full epoch (before the position moves to the next). Returns the final checkpoint, or ``last``
+    when ``--stop-after`` ended this invocation."""
+    position = state.position
+    with stage_progress(run.world) as bar:
+        task = bar.add_task(label, total=None, status="")
+        while position["epoch"] < epochs:
+            loader.dataset.set_epoch(position["epoch"])
+            for index, batch in epoch_batches(loader, run.world, position["batch"]):
+                position["batch"] = index + 1
+                values = step(state, batch)
+                if values is None:
+                    continue
+                bar.update(task, advance=1, status=f"epoch {position['epoch']} {status(values)}")
+                position["step"] += 1
+                run.steps_this_run += 1
+                run.log(position["step"], {**values, "epoch": position["epoch"], "skipped": run.guard.skipped})
+                stop = bool(run.options.stop_after) and run.steps_this_run >= run.options.stop_after
+                if stop or position["step"] % checkpoint_every == 0:  # one write when both fall on one step
+                    checkpoint(False)
+                if stop:
+                    return run.last
+            if end_epoch is not None:
+                end_epoch()
+            position.update(epoch=position["epoch"] + 1, batch=0)
+    checkpoint(True)
+    run.finish(network, loader.dataset, *datasets)
+    return run.final

@@ -14,19 +14,29 @@ decision boundary. It teaches the 3D shape directly, at a fraction of the cost o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ss3d_data.errors import Ss3dError
-from ss3d_data.presets import load_preset, section_config
+from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import VolumeConfig
 from ss3d_model.config import ExtractConfig
 from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, images_per_second, stage_progress
+from ss3d_train.loop import (
+    KeptBuffers,
+    Metrics,
+    NonFiniteGuard,
+    RunOptions,
+    StageRun,
+    guarded_update,
+    images_per_second,
+    new_position,
+    run_stage,
+)
 from ss3d_train.objectives import (
     RenderObjective,
     ShapeObjective,
@@ -56,9 +66,11 @@ class PretrainConfig:
     occupancy_near_fraction: float = 0.5  # share of them drawn around the surface (the rest uniform in the box)
 
     def __post_init__(self) -> None:
-        if self.occupancy_weight < 0 or self.occupancy_points < 0 or not 0 <= self.occupancy_near_fraction <= 1:
-            raise Ss3dError("[pretrain] occupancy_weight and occupancy_points must be >= 0 and "
-                            "occupancy_near_fraction in [0, 1]")
+        check_values("pretrain", self, positive=("batch_size", "supervision_views", "rays_per_view", "epochs", "lr",
+                                                 "plateau_factor", "checkpoint_every"),
+                     non_negative=("plateau_threshold", "plateau_patience", "mask_weight", "colour_weight",
+                                   "occupancy_weight", "occupancy_points"),
+                     fractions=("occupancy_near_fraction",))
         if self.occupancy_weight > 0 and self.occupancy_points == 0:
             raise Ss3dError("[pretrain] occupancy_weight > 0 needs occupancy_points > 0")
 
@@ -92,7 +104,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=cfg.plateau_factor, threshold=cfg.plateau_threshold, patience=cfg.plateau_patience)
     generator = torch.Generator().manual_seed(options.seed * 1000 + world.rank)
-    position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "loss_sum": 0.0, "loss_count": 0}
+    position = new_position(loss_sum=0.0, loss_count=0)
 
     restored = run.restore(network, optimizer, generator)
     if restored is not None:
@@ -104,41 +116,55 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     objective_type = ShapeObjective if occupancy_points else RenderObjective
     objective = wrap_ddp(world, objective_type(network, volume.samples_per_ray, run.micro_batch,
                                                options.precision))
-    threshold = ExtractConfig.from_preset(preset).density_threshold
+    state = PretrainState(cfg, volume, objective, optimizer, generator, world, run.guard,
+                          ExtractConfig.from_preset(preset).density_threshold, position)
     manifest = data_manifest_hash(shards)
     categories = index_categories(shards)
 
-    def checkpoint(final: bool = False) -> None:
+    def checkpoint(final: bool) -> None:
         meta = run.meta(position, categories, manifest, encoder_init, parents)
         info = {"position": position, "scheduler": scheduler.state_dict(), "parents": parents,
                 "encoder_init": encoder_init}
         run.save(network, optimizer, generator, meta, info, final=final)
 
-    with stage_progress(world) as bar:
-        task = bar.add_task("pretrain", total=None, status="")
-        while position["epoch"] < epochs:
-            dataset.set_epoch(position["epoch"])
-            for index, batch in epoch_batches(loader, world, position["batch"]):
-                started = time.perf_counter()
-                loss, parts = _pretrain_loss(objective, batch, cfg, volume, generator, world, threshold)
-                position["batch"] = index + 1
-                if not run.update(optimizer, loss, position["step"]):
-                    continue
-                value = float(all_mean(world, loss.detach().reshape(1)).item())
-                position["loss_sum"] += value
-                position["loss_count"] += 1
-                rate = images_per_second(cfg.batch_size * world.size, started)
-                bar.update(task, advance=1, status=f"epoch {position['epoch']} loss {value:.4f} {rate:.1f} img/s")
-                values = {"loss": value, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate,
-                          **{name: float(part) for name, part in parts.items()}}
-                if run.end_step(position, values, cfg.checkpoint_every, checkpoint):
-                    return run.last
-            mean = position["loss_sum"] / max(position["loss_count"], 1)
-            scheduler.step(mean)
-            position.update(epoch=position["epoch"] + 1, batch=0, loss_sum=0.0, loss_count=0)
-    checkpoint(final=True)
-    run.finish(network, dataset)
-    return run.final
+    def end_epoch() -> None:
+        scheduler.step(position["loss_sum"] / max(position["loss_count"], 1))
+        position.update(loss_sum=0.0, loss_count=0)
+
+    return run_stage(run, network, state, pretrain_step, loader, epochs, checkpoint, cfg.checkpoint_every,
+                     label="pretrain", end_epoch=end_epoch)
+
+
+@dataclass
+class PretrainState:
+    """What one pretraining step reads and updates (the loop owns the rest)."""
+
+    cfg: PretrainConfig
+    volume: VolumeConfig
+    objective: torch.nn.Module        # RenderObjective or ShapeObjective, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator        # ray and depth sampling
+    world: World
+    guard: NonFiniteGuard
+    threshold: float                  # extraction level: the occupancy loss's decision boundary
+    position: dict[str, Any] = field(default_factory=lambda: new_position(loss_sum=0.0, loss_count=0))
+
+
+def pretrain_step(state: PretrainState, batch: dict[str, Any]) -> Metrics | None:
+    """One optimiser step on a batch of ``views`` samples; None when the loss was not finite (nothing changed).
+    Adds the loss to the epoch's sum that ReduceLROnPlateau reads."""
+    started = time.perf_counter()
+    kept = KeptBuffers(state.objective)
+    loss, parts = _pretrain_loss(state.objective, batch, state.cfg, state.volume, state.generator, state.world,
+                                 state.threshold)
+    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept):
+        return None
+    value = float(all_mean(state.world, loss.detach().reshape(1)).item())
+    state.position["loss_sum"] += value
+    state.position["loss_count"] += 1
+    return {"loss": value, "lr": state.optimizer.param_groups[0]["lr"],
+            "images_per_s": images_per_second(batch["input"].shape[0] * state.world.size, started),
+            **{name: float(part) for name, part in parts.items()}}
 
 
 def _pretrain_loss(objective, batch: dict[str, Any], cfg: PretrainConfig, volume: VolumeConfig,

@@ -17,7 +17,7 @@ and are saved in the training-state file, so a run resumes exactly.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,15 @@ import torch
 from torch import Tensor
 
 from ss3d_data.errors import Ss3dError
-from ss3d_data.presets import load_preset, section_config
-from ss3d_model import MultiHypothesisCameras, VolumeConfig, pixel_rays, ray_bounds, sample_pixels
+from ss3d_data.presets import check_values, load_preset, section_config
+from ss3d_model import (
+    MultiHypothesisCameras,
+    ReconstructionNetwork,
+    VolumeConfig,
+    pixel_rays,
+    ray_bounds,
+    sample_pixels,
+)
 from ss3d_train.data import (
     ImageTransform,
     ShardDataset,
@@ -38,7 +45,18 @@ from ss3d_train.data import (
     shards_from,
 )
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import RunOptions, StageRun, epoch_batches, finite_everywhere, images_per_second, stage_progress
+from ss3d_train.loop import (
+    KeptBuffers,
+    Metrics,
+    NonFiniteGuard,
+    RunOptions,
+    StageRun,
+    finite_everywhere,
+    guarded_update,
+    images_per_second,
+    new_position,
+    run_stage,
+)
 from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, frozen, gather_pixels, render_loss
 from ss3d_train.sparse_adam import SparseRowAdam
 
@@ -58,6 +76,16 @@ class SelftrainConfig:
     camera_distance_range: list[float]
     camera_focal_px: float           # focal length of every hypothesis, at supervision size
     checkpoint_every: int
+
+    def __post_init__(self) -> None:
+        check_values("selftrain", self, positive=("batch_size", "hypotheses", "camera_steps_per_step",
+                                                  "rays_per_hypothesis", "lr_network", "lr_camera",
+                                                  "camera_focal_px", "checkpoint_every"),
+                     non_negative=("camera_epochs", "joint_epochs", "mask_weight", "colour_weight"))
+        near_far = self.camera_distance_range
+        if len(near_far) != 2 or not 0 < near_far[0] <= near_far[1]:
+            raise Ss3dError(f"[selftrain] camera_distance_range must be [near, far] with 0 < near <= far "
+                            f"(got {near_far!r})")
 
 
 def selftrain(shards: list[str], init: str | Path, options: RunOptions, category: str | None = None) -> Path:
@@ -150,7 +178,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
     owned = torch.zeros(len(keys), dtype=torch.bool, device=world.device)
     for shard in dataset.rank_shards(max(options.workers, 1)):
         owned[[index_of[k] for k in shard_keys(shard)]] = True
-    position: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0}
+    position = new_position()
 
     restored = run.restore(network, optimizer, generator)
     if restored is not None:
@@ -165,7 +193,8 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         position, parents, encoder_init = info["position"], info["parents"], info["encoder_init"]
 
     renderer = RenderObjective(network, volume.samples_per_ray, run.micro_batch, options.precision)
-    objective = wrap_ddp(world, renderer)
+    state = SelftrainState(cfg, volume, network, renderer, wrap_ddp(world, renderer), cameras, pose_opt, prob_opt,
+                           optimizer, generator, world, run.guard, position)
     manifest = data_manifest_hash(shards)
 
     def sync_cameras() -> None:
@@ -176,7 +205,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
             t[~owned] = 0
             all_sum_(world, t)
 
-    def checkpoint(final: bool = False) -> None:
+    def checkpoint(final: bool) -> None:
         sync_cameras()
         tensors = {"cameras.raw": cameras.raw.data, "cameras.logits": cameras.logits.data,
                    **pose_opt.state_tensors("cameras.raw_adam"), **prob_opt.state_tensors("cameras.logits_adam")}
@@ -184,58 +213,81 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         info = {"position": position, "parents": parents, "encoder_init": encoder_init, "keys": keys}
         run.save(network, optimizer, generator, meta, info, tensors, final=final)
 
-    with stage_progress(world) as bar:
-        task = bar.add_task(f"selftrain {category}", total=None, status="")
-        while position["epoch"] < epochs:
-            joint = position["epoch"] >= cfg.camera_epochs
-            dataset.set_epoch(position["epoch"])
-            for index, batch in epoch_batches(loader, world, position["batch"]):
-                started = time.perf_counter()
-                position["batch"] = index + 1
-                indices = batch["index"].to(world.device)
-                images = batch["input"].to(world.device)
-                rgb, mask = batch["rgb"].to(world.device), batch["mask"].to(world.device)
-                # Camera updates see the network as a fixed function: eval mode keeps batch-norm statistics still.
-                network.eval()
-                with torch.no_grad():
-                    z = network.encode(images)
-                network.train()
-                losses = None
-                render_encoded = partial(renderer.render, z)
-                with frozen(network):  # only the cameras learn here: no weight gradients are computed
-                    for _ in range(cfg.camera_steps_per_step):
-                        losses = hypothesis_losses(render_encoded, cameras, indices, rgb, mask, cfg, volume,
-                                                   generator, detach_cameras=False)
-                        if not torch.isfinite(losses).all():
-                            break
-                        (grad,) = torch.autograd.grad(losses.mean(1).sum(), cameras.raw)
-                        pose_opt.step(indices, grad[indices])
-                probs = cameras.probabilities(indices)
-                expected = (probs * losses.detach()).sum(1)
-                if not run.guard.ok(finite_everywhere(world, expected), position["step"]):
-                    continue
-                (grad,) = torch.autograd.grad(expected.sum(), cameras.logits)
-                prob_opt.step(indices, grad[indices])
-                loss_value = expected.mean()
-                if joint:
-                    per_hyp = hypothesis_losses(partial(objective, images), cameras, indices, rgb, mask, cfg, volume,
-                                                generator, detach_cameras=True)
-                    loss = (cameras.probabilities(indices).detach() * per_hyp).sum(1).mean()
-                    if not run.update(optimizer, loss, position["step"]):
-                        continue
-                    loss_value = loss.detach()
-                value = float(all_mean(world, loss_value.reshape(1)).item())
-                top = float(all_mean(world, probs.detach().max(1).values.mean().reshape(1)).item())
-                rate = images_per_second(indices.shape[0] * world.size, started)
-                bar.update(task, advance=1, status=f"epoch {position['epoch']} {'joint' if joint else 'cameras'} "
-                                                   f"loss {value:.4f} top-p {top:.2f} {rate:.1f} img/s")
-                values = {"loss": value, "top_probability": top, "joint": int(joint), "images_per_s": rate}
-                if run.end_step(position, values, cfg.checkpoint_every, checkpoint):
-                    return run.last
-            position.update(epoch=position["epoch"] + 1, batch=0)
-    checkpoint(final=True)
-    run.finish(network, dataset)
-    return run.final
+    return run_stage(run, network, state, selftrain_step, loader, epochs, checkpoint, cfg.checkpoint_every,
+                     label=f"selftrain {category}", status=_status)
+
+
+@dataclass
+class SelftrainState:
+    """What one self-training step reads and updates (the loop owns the rest)."""
+
+    cfg: SelftrainConfig
+    volume: VolumeConfig
+    network: ReconstructionNetwork
+    renderer: RenderObjective          # renders rays of an encoded batch (camera steps)
+    objective: torch.nn.Module         # the same, DDP-wrapped when distributed (network steps)
+    cameras: MultiHypothesisCameras    # every image's hypotheses, indexed by the batch's "index"
+    pose_opt: SparseRowAdam
+    prob_opt: SparseRowAdam
+    optimizer: torch.optim.Optimizer   # the network's
+    generator: torch.Generator
+    world: World
+    guard: NonFiniteGuard
+    position: dict[str, Any] = field(default_factory=new_position)
+
+    @property
+    def joint(self) -> bool:
+        """Past the camera-only epochs: the network learns too."""
+        return self.position["epoch"] >= self.cfg.camera_epochs
+
+
+def selftrain_step(state: SelftrainState, batch: dict[str, Any]) -> Metrics | None:
+    """Camera updates, one probability update and (in the joint phase) one network update on a batch of ``image``
+    samples; None when the expected loss was not finite (the batch is skipped)."""
+    started = time.perf_counter()
+    cfg, cameras, network, world = state.cfg, state.cameras, state.network, state.world
+    indices = batch["index"].to(world.device)
+    images = batch["input"].to(world.device)
+    rgb, mask = batch["rgb"].to(world.device), batch["mask"].to(world.device)
+    # Camera updates see the network as a fixed function: eval mode keeps batch-norm statistics still.
+    network.eval()
+    with torch.no_grad():
+        z = network.encode(images)
+    network.train()
+    losses = None
+    render_encoded = partial(state.renderer.render, z)
+    with frozen(network):  # only the cameras learn here: no weight gradients are computed
+        for _ in range(cfg.camera_steps_per_step):
+            losses = hypothesis_losses(render_encoded, cameras, indices, rgb, mask, cfg, state.volume,
+                                       state.generator, detach_cameras=False)
+            if not torch.isfinite(losses).all():
+                break
+            (grad,) = torch.autograd.grad(losses.mean(1).sum(), cameras.raw)
+            state.pose_opt.step(indices, grad[indices])
+    probs = cameras.probabilities(indices)
+    expected = (probs * losses.detach()).sum(1)
+    if not state.guard.ok(finite_everywhere(world, expected), state.position["step"]):
+        return None
+    (grad,) = torch.autograd.grad(expected.sum(), cameras.logits)
+    state.prob_opt.step(indices, grad[indices])
+    loss_value = expected.mean()
+    if state.joint:
+        kept = KeptBuffers(network)
+        per_hyp = hypothesis_losses(partial(state.objective, images), cameras, indices, rgb, mask, cfg,
+                                    state.volume, state.generator, detach_cameras=True)
+        loss = (cameras.probabilities(indices).detach() * per_hyp).sum(1).mean()
+        if not guarded_update(state.guard, world, state.optimizer, loss, state.position["step"], kept):
+            return None
+        loss_value = loss.detach()
+    return {"loss": float(all_mean(world, loss_value.reshape(1)).item()),
+            "top_probability": float(all_mean(world, probs.detach().max(1).values.mean().reshape(1)).item()),
+            "joint": int(state.joint),
+            "images_per_s": images_per_second(indices.shape[0] * world.size, started)}
+
+
+def _status(values: Metrics) -> str:
+    return (f"{'joint' if values['joint'] else 'cameras'} loss {values['loss']:.4f} "
+            f"top-p {values['top_probability']:.2f} {values['images_per_s']:.1f} img/s")
 
 
 def read_cameras_state(checkpoint: str | Path) -> tuple[list[str], Tensor, Tensor]:
