@@ -12,7 +12,8 @@ between CPUs, far above a mask that ignores the image."""
 import numpy as np
 import pytest
 
-from ss3d_data.meshes import build_manifest, data_config
+from ss3d_data.config import data_config
+from ss3d_data.meshes import build_manifest
 from ss3d_data.procedural import generate
 from ss3d_data.schema import read_sample_dir
 from ss3d_data.sources import scan_source

@@ -6,8 +6,9 @@ import pytest
 import trimesh
 
 from ss3d_data import Ss3dError
+from ss3d_data.config import DataConfig
 from ss3d_data.manifest import read_manifest
-from ss3d_data.meshes import DataConfig, assign_split, build_manifest, normalise_category, report_path
+from ss3d_data.meshes import assign_split, build_manifest, normalise_category, report_path
 from ss3d_data.procedural import BUILDERS, generate, make_instance
 from ss3d_data.sources import scan_folder, scan_shapenet, scan_source
 

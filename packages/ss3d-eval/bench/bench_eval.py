@@ -21,6 +21,7 @@ from ss3d_eval.align import quaternion_to_matrix
 from ss3d_eval.config import eval_config
 from ss3d_eval.metrics import score
 from ss3d_eval.shapes import Shape, make_shape
+from ss3d_model.config import ExtractConfig
 
 
 def blob_mesh(centres: np.ndarray, radii: np.ndarray, resolution: int, wobble: float = 0.0) -> Shape:
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, default=6, help="number of shape pairs")
     args = parser.parse_args()
     cfg = eval_config(args.preset)
-    resolution = load_preset(args.preset).section("extract")["resolution"]
+    resolution = ExtractConfig.from_preset(load_preset(args.preset)).resolution
     rng = np.random.default_rng(0)
     pairs = []
     for _ in range(args.shapes):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from ss3d_data.config import render_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord
-from ss3d_render.config import render_config
 from ss3d_render.imaging import BACKGROUND_KINDS, composite, degrade_mask, random_background
 from ss3d_render.jobs import assigned_records, instance_rng, premultiply
 

@@ -27,6 +27,7 @@ from functools import partial
 
 import torch
 
+from ss3d_data.config import data_config, render_config
 from ss3d_data.presets import load_preset, section_config
 from ss3d_model import (
     ModelConfig,
@@ -82,7 +83,7 @@ def cameras_batch(n: int, generator: torch.Generator) -> torch.Tensor:
 def pretrain_setup(preset, network, device, g, micro_batch: int, precision: str):
     """Pretraining: B inputs, K views, R rays, S samples; forward + backward + Adam. -> (step, images, points)."""
     volume, model_cfg = VolumeConfig.from_preset(preset), network.config
-    sup, s = int(preset.section("data")["supervision_size"]), model_cfg.input_size
+    sup, s = data_config(preset).supervision_size, model_cfg.input_size
     pre = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
     b, k = pre.batch_size, pre.supervision_views
     batch = {"input": torch.rand(b, 3, s, s), "rgb": torch.rand(b, k, sup, sup, 3),
@@ -102,7 +103,7 @@ def pretrain_setup(preset, network, device, g, micro_batch: int, precision: str)
 def selftrain_setup(preset, network, device, g, micro_batch: int, precision: str):
     """Self-training (joint phase): camera updates + one probability update + one network update per step."""
     volume, s = VolumeConfig.from_preset(preset), network.config.input_size
-    sup = int(preset.section("data")["supervision_size"])
+    sup = data_config(preset).supervision_size
     st = section_config(SelftrainConfig, preset.section("selftrain"), "selftrain")
     b = st.batch_size
     cams = MultiHypothesisCameras(b, st.hypotheses, tuple(st.camera_distance_range), st.camera_focal_px, sup,
@@ -123,14 +124,13 @@ def distill_setup(preset, network, device, g, micro_batch: int, precision: str):
     """Distillation: teacher forward (no grad) + student forward/backward at points_per_image points per image."""
     volume, s = VolumeConfig.from_preset(preset), network.config.input_size
     di = section_config(DistillConfig, preset.section("distill"), "distill")
-    render = preset.section("render")
+    render = render_config(preset)
     b = di.batch_size
     teacher = ReconstructionNetwork(network.config).to(device).eval()
     batch = {"input": torch.rand(b, 3, s, s), "category": ["chair"] * b}
     state = DistillState(di, volume, {"chair": teacher}, FieldObjective(network, micro_batch, precision),
                          torch.optim.Adam(network.parameters(), lr=1e-6), g, World(0, 1, 0, device),
-                         NonFiniteGuard(0), float(render["focal_px"]), int(render["image_size"]),
-                         [float(x) for x in render["distance_range"]], None)
+                         NonFiniteGuard(0), render.focal_px, render.image_size, list(render.distance_range), None)
     return partial(distill_step, state, batch), b, step_shape("distill", preset).decoder_points
 
 

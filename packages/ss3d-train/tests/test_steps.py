@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ss3d_data import Ss3dError, iter_samples, load_preset, resolve_shards, section_config
+from ss3d_data.config import data_config, render_config
 from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwork, VolumeConfig
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, make_loader
 from ss3d_train.distill import DistillConfig, DistillState, distill_step
@@ -49,9 +50,9 @@ def pretrain_state(preset) -> PretrainState:
 
 
 def views_transform(preset, supervision_views: int) -> ViewsTransform:
-    data = preset.section("data")
-    return ViewsTransform(preset.section("model")["input_size"], int(data["supervision_size"]), supervision_views,
-                          float(data["mask_threshold"]))
+    data = data_config(preset)
+    return ViewsTransform(ModelConfig.from_preset(preset).input_size, data.supervision_size, supervision_views,
+                          data.mask_threshold)
 
 
 def test_pretrain_step_updates_the_weights_and_skips_a_nan_batch(views_dir, small_preset):
@@ -76,11 +77,11 @@ def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_p
     preset = load_preset(str(small_preset))
     cfg = section_config(SelftrainConfig, preset.section("selftrain"), "selftrain")
     volume = VolumeConfig.from_preset(preset)
-    data = preset.section("data")
+    data = data_config(preset)
     network = network_of(preset)
-    sup = int(data["supervision_size"])
+    sup = data.supervision_size
     keys = [s.info.key for s in iter_samples(resolve_shards(str(collection_dirs["box"])))]
-    transform = ImageTransform(network.config.input_size, sup, float(data["mask_threshold"]),
+    transform = ImageTransform(network.config.input_size, sup, data.mask_threshold,
                                {k: i for i, k in enumerate(keys)}, frozenset(["box"]))
     batch = batch_of(collection_dirs["box"], transform)
     cameras = MultiHypothesisCameras(len(keys), cfg.hypotheses, tuple(cfg.camera_distance_range),
@@ -119,20 +120,19 @@ def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_p
 def test_distill_step_moves_the_student_towards_its_teacher(collection_dirs, views_dir, small_preset):
     preset = load_preset(str(small_preset))
     cfg = section_config(DistillConfig, preset.section("distill"), "distill")
-    data, render = preset.section("data"), preset.section("render")
+    data, render = data_config(preset), render_config(preset)
     student = network_of(preset)
     torch.manual_seed(1)
     teacher = ReconstructionNetwork(student.config).eval()  # another initialisation: a real gap to close
-    transform = ImageTransform(student.config.input_size, int(data["supervision_size"]),
-                               float(data["mask_threshold"]), categories=frozenset(["box"]))
+    transform = ImageTransform(student.config.input_size, data.supervision_size, data.mask_threshold,
+                               categories=frozenset(["box"]))
     batch = batch_of(collection_dirs["box"], transform)
     synthetic = batch_of(views_dir, views_transform(preset, 0))
 
     state = DistillState(cfg, VolumeConfig.from_preset(preset), {"box": teacher, "__synthetic__": teacher},
                          FieldObjective(student), torch.optim.Adam(student.parameters(), lr=cfg.lr),
-                         torch.Generator().manual_seed(0), CPU, NonFiniteGuard(3), float(render["focal_px"]),
-                         int(render["image_size"]), [float(x) for x in render["distance_range"]],
-                         iter([synthetic] * 5))
+                         torch.Generator().manual_seed(0), CPU, NonFiniteGuard(3), render.focal_px,
+                         render.image_size, list(render.distance_range), iter([synthetic] * 5))
     losses = [distill_step(state, batch)["loss"] for _ in range(4)]
     # measured (AVX-512 and AVX2 alike): 0.116, then 0.055-0.056
     assert all(math.isfinite(x) for x in losses) and np.mean(losses[1:]) < 0.7 * losses[0]

@@ -121,7 +121,8 @@ def build_command(
     preset: PresetOption = "paper",
 ) -> None:
     """Scan mesh sources, check and normalise every mesh, and write one manifest with deterministic splits."""
-    from ss3d_data.meshes import build_manifest, data_config, report_path
+    from ss3d_data.config import data_config
+    from ss3d_data.meshes import build_manifest, report_path
     from ss3d_data.sources import scan_source
 
     candidates = [c for spec in source for c in scan_source(spec, cache)]
@@ -184,7 +185,7 @@ def shard_folders_command(
     preset: PresetOption = "paper",
 ) -> None:
     """Pack sample folders: views by instance into <prefix>-views-*, images per category into <prefix>-<cat>-*."""
-    from ss3d_data.meshes import data_config
+    from ss3d_data.config import data_config
     from ss3d_data.packing import occupancy_labeller, pack_sample_folders
 
     config = data_config(preset)
@@ -209,8 +210,8 @@ def shard_images_command(
     preset: PresetOption = "paper",
 ) -> None:
     """Pack an image collection with masks (no cameras) into one shard set per category."""
+    from ss3d_data.config import data_config
     from ss3d_data.layouts import read_layout
-    from ss3d_data.meshes import data_config
     from ss3d_data.packing import pack_collection
 
     config = data_config(preset)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ss3d_data.atomic import atomic_write_text
+from ss3d_data.config import DataConfig
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, canonical_matrix, write_manifest
-from ss3d_data.presets import load_preset, section_config
 from ss3d_data.schema import SPLITS
 
 MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
@@ -37,27 +37,6 @@ _SINGULAR = {"people": "person", "men": "man", "women": "woman", "children": "ch
              "toilets": "toilet", "clothes": "clothes", "dress": "dress", "glass": "glass", "torus": "torus",
              "canvas": "canvas", "triceratops": "triceratops", "compass": "compass", "boxes": "box", "benches": "bench", "couches": "couch",
              "dishes": "dish", "brushes": "brush", "watches": "watch", "glasses_case": "glasses_case"}
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The ``[data]`` preset section (``supervision_size``/``mask_threshold`` are read by training)."""
-
-    supervision_size: int = 128
-    mask_threshold: float = 0.5
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
-    split_salt: str = "ss3d"          # changes every split assignment at once, never per run
-    max_mesh_faces: int = 2_000_000   # larger meshes are skipped ("absurd size")
-    mesh_extent_range: tuple[float, float] = (1e-6, 1e6)  # longest bounding-box side in file units
-    per_shard: int = 64               # samples per shard file
-    collection_max_side: int = 512    # image collections: longer side downscaled to this on packing (0 = keep)
-    occupancy_resolution: int = 0     # views shards: solid occupancy grid of each mesh, voxels per side (0 = none)
-
-
-def data_config(preset: str = "paper") -> DataConfig:
-    cfg = section_config(DataConfig, load_preset(preset).section("data"), "data")
-    return DataConfig(**{**cfg.__dict__, "split_fractions": tuple(cfg.split_fractions),
-                         "mesh_extent_range": tuple(cfg.mesh_extent_range)})
 
 
 def normalise_category(name: str) -> str:

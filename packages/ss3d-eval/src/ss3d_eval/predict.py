@@ -175,9 +175,9 @@ ELLIPSOID_LABEL = "ellipsoid"
 
 def ellipsoid_predictor(preset: str) -> EllipsoidPredictor:
     """The floor under the label ``ellipsoid``, thresholding masks as the preset's models do."""
-    from ss3d_data.presets import load_preset
+    from ss3d_data.config import data_config
 
-    threshold = float(load_preset(preset).section("data")["mask_threshold"])
+    threshold = data_config(preset).mask_threshold
     return EllipsoidPredictor(label=ELLIPSOID_LABEL, source="mask-ellipsoid", fingerprint="ellipsoid-v1",
                               mask_threshold=threshold)
 

@@ -12,6 +12,7 @@ import trimesh
 from PIL import Image, ImageOps
 
 from ss3d_data.atomic import atomic_write, atomic_write_bytes
+from ss3d_data.config import data_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.preprocess import crop_to_mask
 from ss3d_data.presets import load_preset, section_config
@@ -250,7 +251,7 @@ def inference_settings(meta: CheckpointMeta, preset: str | None = None) -> tuple
     except Ss3dError:
         raise Ss3dError(f"the checkpoint's preset {name!r} is not available here",
                         hint="name the extraction settings with --preset (e.g. cpu, paper or a .toml path)") from None
-    return ExtractConfig.from_preset(loaded), float(loaded.section("data")["mask_threshold"])
+    return ExtractConfig.from_preset(loaded), data_config(loaded).mask_threshold
 
 
 def load_for_inference(checkpoint: Path, compile: bool = False

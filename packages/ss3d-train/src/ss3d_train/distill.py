@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ss3d_data.config import data_config, render_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, ray_bounds
@@ -119,8 +120,8 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
              world: World) -> Path:
     preset = load_preset(options.preset)
     cfg = section_config(DistillConfig, preset.section("distill"), "distill")
-    data = preset.section("data")
-    render = preset.section("render")
+    data = data_config(preset)
+    render = render_config(preset)
     volume = VolumeConfig.from_preset(preset)
     epochs = options.epochs or cfg.epochs
     if not experts:
@@ -139,17 +140,17 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     parents = {c: str(p) for c, p in experts.items()} | ({SYNTHETIC: str(synthetic)} if synthetic else {}) \
         | ({STUDENT_INIT: str(init)} if init else {})
     input_size = student.config.input_size
-    threshold = float(data["mask_threshold"])
+    threshold = data.mask_threshold
 
     synthetic_per_batch = int(round(cfg.batch_size * cfg.synthetic_fraction)) if synthetic is not None else 0
     collection_per_batch = cfg.batch_size - synthetic_per_batch
     if collection_per_batch < 1:
         raise Ss3dError(f"[distill] batch_size {cfg.batch_size} leaves no room for collection images")
-    main = ShardDataset(collections, ImageTransform(input_size, int(data["supervision_size"]), threshold,
+    main = ShardDataset(collections, ImageTransform(input_size, data.supervision_size, threshold,
                                                     categories=frozenset(experts)), options.seed, world.rank,
                         world.size, max_bad=options.max_bad)
     main_loader = make_loader(main, collection_per_batch, options.workers)
-    syn = ShardDataset(syn_shards, ViewsTransform(input_size, int(data["supervision_size"]), 0, threshold),
+    syn = ShardDataset(syn_shards, ViewsTransform(input_size, data.supervision_size, 0, threshold),
                        options.seed + 1, world.rank, world.size, max_bad=options.max_bad) if syn_shards else None
     syn_loader = make_loader(syn, synthetic_per_batch, options.workers) if syn is not None else None
 
@@ -184,8 +185,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
 
     objective = wrap_ddp(world, FieldObjective(student, run.micro_batch, options.precision))
     state = DistillState(cfg, volume, teachers, objective, optimizer, generator, world, run.guard,
-                         float(render["focal_px"]), int(render["image_size"]),
-                         [float(x) for x in render["distance_range"]],
+                         render.focal_px, render.image_size, list(render.distance_range),
                          synthetic_batches() if syn is not None else None, position)
     return run_stage(run, student, state, distill_step, main_loader, epochs, checkpoint, cfg.checkpoint_every,
                      label="distill", datasets=(syn,))

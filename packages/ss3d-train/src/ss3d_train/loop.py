@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ss3d_data.atomic import atomic_link, atomic_write_text
 from ss3d_data.clikit import console, progress
+from ss3d_data.config import data_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
 from ss3d_data.shards import SKIP_KINDS
@@ -227,7 +228,7 @@ def inference_record(preset: Preset) -> dict[str, Any]:
     """What a checkpoint needs to be meshed as its run intended (read by ``ss3d_model.inference_settings``): the
     preset's ``[extract]`` section and mask threshold, so that a checkpoint of a ``.toml`` preset that is gone
     still meshes right."""
-    return {"extract": preset.section("extract"), "mask_threshold": float(preset.section("data")["mask_threshold"])}
+    return {"extract": preset.section("extract"), "mask_threshold": data_config(preset).mask_threshold}
 
 
 class StageRun:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ss3d_data.config import data_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import VolumeConfig
@@ -87,7 +88,7 @@ def pretrain(shards: list[str], options: RunOptions, init: str | Path | None = N
 def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | None, world: World) -> Path:
     preset = load_preset(options.preset)
     cfg = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
-    data = preset.section("data")
+    data = data_config(preset)
     volume = VolumeConfig.from_preset(preset)
     epochs = options.epochs or cfg.epochs
     shards = shards_from(shard_specs)
@@ -96,8 +97,8 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     network, encoder_init, parents = build_student(preset, init, options.seed)
     network.to(world.device)
     occupancy_points = cfg.occupancy_points if cfg.occupancy_weight > 0 else 0
-    transform = ViewsTransform(network.config.input_size, int(data["supervision_size"]), cfg.supervision_views,
-                               float(data["mask_threshold"]), occupancy_points, cfg.occupancy_near_fraction)
+    transform = ViewsTransform(network.config.input_size, data.supervision_size, cfg.supervision_views,
+                               data.mask_threshold, occupancy_points, cfg.occupancy_near_fraction)
     dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)

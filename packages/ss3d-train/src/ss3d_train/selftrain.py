@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ss3d_data.config import data_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import (
@@ -142,9 +143,9 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                world: World) -> Path:
     preset = load_preset(options.preset)
     cfg = section_config(SelftrainConfig, preset.section("selftrain"), "selftrain")
-    data = preset.section("data")
+    data = data_config(preset)
     volume = VolumeConfig.from_preset(preset)
-    sup_size = int(data["supervision_size"])
+    sup_size = data.supervision_size
     epochs = cfg.camera_epochs + cfg.joint_epochs
     shards = shards_from(shard_specs)
     run = StageRun("selftrain", preset, options, world, shards={"images": shards})
@@ -163,7 +164,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
     if len(set(keys)) != len(keys):
         raise Ss3dError("sample keys repeat across these shards; each image needs its own key for its cameras")
     index_of = {k: i for i, k in enumerate(keys)}
-    transform = ImageTransform(network.config.input_size, sup_size, float(data["mask_threshold"]), index_of,
+    transform = ImageTransform(network.config.input_size, sup_size, data.mask_threshold, index_of,
                                frozenset([category]))
     dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)

@@ -1,11 +1,44 @@
-"""The renderer's settings: the preset's ``[render]`` section as a typed dataclass."""
+"""Typed preset sections read by more than one package: ``[data]`` (shard writing, training, meshing) and
+``[render]`` (the renderer, and training's random cameras that imitate it). Sections read by one package live there
+(``[model]``, ``[volume]``, ``[extract]`` in ss3d-model; the stages' sections in ss3d-train; ``[eval]`` in
+ss3d-eval)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ss3d_data.errors import Ss3dError
-from ss3d_data.presets import load_preset, section_config
+from ss3d_data.presets import Preset, check_values, load_preset, section_config
+
+
+def _loaded(preset: str | Preset) -> Preset:
+    return preset if isinstance(preset, Preset) else load_preset(preset)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``[data]`` preset section (``supervision_size``/``mask_threshold`` are read by training)."""
+
+    supervision_size: int = 128
+    mask_threshold: float = 0.5
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
+    split_salt: str = "ss3d"          # changes every split assignment at once, never per run
+    max_mesh_faces: int = 2_000_000   # larger meshes are skipped ("absurd size")
+    mesh_extent_range: tuple[float, float] = (1e-6, 1e6)  # longest bounding-box side in file units
+    per_shard: int = 64               # samples per shard file
+    collection_max_side: int = 512    # image collections: longer side downscaled to this on packing (0 = keep)
+    occupancy_resolution: int = 0     # views shards: solid occupancy grid of each mesh, voxels per side (0 = none)
+
+    def __post_init__(self) -> None:
+        check_values("data", self, positive=("supervision_size", "max_mesh_faces", "per_shard"),
+                     non_negative=("collection_max_side", "occupancy_resolution"), fractions=("mask_threshold",))
+
+
+def data_config(preset: str | Preset = "paper") -> DataConfig:
+    """The ``[data]`` section of a preset (a name, a .toml path or a loaded :class:`Preset`)."""
+    cfg = section_config(DataConfig, _loaded(preset).section("data"), "data")
+    return DataConfig(**{**cfg.__dict__, "split_fractions": tuple(cfg.split_fractions),
+                         "mesh_extent_range": tuple(cfg.mesh_extent_range)})
 
 
 @dataclass(frozen=True)
@@ -45,8 +78,8 @@ class RenderConfig:
             raise Ss3dError("[render] collection_focal_jitter must be in [0, 1)")
 
 
-def render_config(preset: str) -> RenderConfig:
-    """Load and check the ``[render]`` section of preset ``preset`` (a name or a .toml path)."""
-    config = section_config(RenderConfig, load_preset(preset).section("render"), "render")
+def render_config(preset: str | Preset) -> RenderConfig:
+    """Load and check the ``[render]`` section of a preset (a name, a .toml path or a loaded :class:`Preset`)."""
+    config = section_config(RenderConfig, _loaded(preset).section("render"), "render")
     config.validate()
     return config
