@@ -149,7 +149,8 @@ def test_empty_and_missing_files_are_refused(tmp_path):
 
 
 def test_mask_ellipsoid_floor_recovers_a_rendered_ellipsoid(cfg):
-    from ss3d_eval.predict import EmptyPrediction, ellipsoid_from_mask
+    from ss3d_data.errors import EmptySurface
+    from ss3d_eval.predict import ellipsoid_from_mask
 
     # An analytic ellipse tilted by 30 degrees, semi-axes 40 and 16 px: the fit must give axes 1 : 0.4 : 0.4.
     ys, xs = np.mgrid[0:128, 0:128] + 0.5
@@ -165,5 +166,5 @@ def test_mask_ellipsoid_floor_recovers_a_rendered_ellipsoid(cfg):
     # Scored against the true ellipsoid it describes, it is (nearly) perfect after alignment.
     truth = make_shape(floor.vertices * [5.0, 5.0, 5.0], floor.faces, "gt")
     assert score(floor, truth, cfg, "ellipse", ("iou",))["iou"] > 0.95
-    with pytest.raises(EmptyPrediction):
+    with pytest.raises(EmptySurface):
         ellipsoid_from_mask(np.zeros((16, 16), np.uint8))

@@ -20,12 +20,12 @@ from typing import Any
 
 from ss3d_data.atomic import atomic_write_text
 from ss3d_data.clikit import debug_enabled, progress
-from ss3d_data.errors import Ss3dError
+from ss3d_data.errors import EmptySurface, Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_data.shards import Skip, SkipCounter
 from ss3d_eval.config import EvalConfig
 from ss3d_eval.metrics import score
-from ss3d_eval.predict import EmptyPrediction, Predictor, TestItem, iter_test_items
+from ss3d_eval.predict import Predictor, TestItem, iter_test_items
 from ss3d_eval.shapes import Shape, load_shape, save_mesh
 
 RESULT_FORMAT = "ss3d-eval-result"
@@ -109,7 +109,10 @@ def _score_item(item: TestItem, predictor: Predictor, truth: GroundTruth, cfg: E
     row: dict[str, Any] = {"status": "ok", "error": None}
     try:
         row["gt_mesh"] = str(truth.path(item.info.instance_id))
-        gt = truth.shape(item.info.instance_id)
+        try:
+            gt = truth.shape(item.info.instance_id)
+        except EmptySurface as err:  # an empty ground truth is a broken test sample, not an empty prediction
+            raise Ss3dError(f"ground truth: {err}") from None
         pred = predictor.predict(item)
         if mesh_dir is not None:
             mesh_path = mesh_dir / f"{item.key}.ply"
@@ -120,7 +123,7 @@ def _score_item(item: TestItem, predictor: Predictor, truth: GroundTruth, cfg: E
         if metric == "iou" and not gt.is_mesh:
             raise Ss3dError(f"{row['gt_mesh']}: the ground truth is a point cloud; IoU needs a mesh")
         row.update(score(pred, gt, cfg, item.key, (metric,), aligned))
-    except EmptyPrediction as err:
+    except EmptySurface as err:
         row.update(status="empty", error=str(err))
         if metric == "iou":
             row["iou"] = 0.0  # no surface encloses no volume

@@ -1,7 +1,8 @@
 """Where predicted meshes come from: a folder of mesh files named by sample key, or a checkpoint.
 
 Both give a :class:`Predictor`: ``predict(item)`` returns the predicted :class:`Shape` in the canonical frame, or
-raises :class:`EmptyPrediction` (no surface: IoU 0, Chamfer undefined) or another :class:`Ss3dError`.
+raises :class:`~ss3d_data.errors.EmptySurface` (no surface: IoU 0, Chamfer undefined) or another
+:class:`Ss3dError`.
 """
 
 from __future__ import annotations
@@ -10,21 +11,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ss3d_data.errors import Ss3dError
+from ss3d_data.errors import EmptySurface, Ss3dError
 from ss3d_data.schema import SampleInfo
 from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards
 from ss3d_eval.shapes import MESH_SUFFIXES, Shape, load_shape, make_shape
-
-if TYPE_CHECKING:
-    from ss3d_model.checkpoint import CheckpointMeta
-
-
-class EmptyPrediction(Ss3dError):
-    """The prediction has no surface (e.g. the density never crosses the extraction threshold)."""
 
 
 @dataclass(frozen=True)
@@ -49,15 +42,6 @@ def iter_test_items(shards: str | list[str], view: int = 0, max_bad: int = 10,
         if view >= sample.num_views:
             raise Ss3dError(f"sample {sample.info.key} has {sample.num_views} views; cannot evaluate view {view}")
         yield TestItem(sample.info, sample.images[view], sample.masks[view])
-
-
-def _empty_checked(shape_loader) -> Shape:
-    try:
-        return shape_loader()
-    except Ss3dError as err:
-        if "empty" in str(err):
-            raise EmptyPrediction(str(err)) from None
-        raise
 
 
 @dataclass
@@ -95,45 +79,35 @@ class MeshDirPredictor(Predictor):
 
     def predict(self, item: TestItem) -> Shape:
         path = self.mesh_path(item.key)
-        return _empty_checked(lambda: load_shape(path))
+        return load_shape(path)
 
 
 @dataclass
 class CheckpointPredictor(Predictor):
-    """Predictions by a checkpoint: the view preprocessed as in training (crop to the mask box, resize, zero-pad:
-    ``ss3d_model.reconstruct.image_tensor``), encoded, and meshed by ``ss3d_model.extract.extract_mesh`` with
-    ``preset``'s ``[extract]`` settings, or (``preset`` None) those the checkpoint records."""
+    """Predictions by a checkpoint, meshed by ``ss3d_model.reconstruct_mesh`` (the view preprocessed as in
+    training, encoded, marching cubes) with ``preset``'s ``[extract]`` settings, or (``preset`` None) those the
+    checkpoint records. Loaded on construction, as ``ss3d-model reconstruct`` loads it (tensors checked against the
+    recorded architecture): a checkpoint that cannot be used fails with one line before any sample is scored, not
+    as a failed row per sample. Its metadata's ``categories`` say which categories it has seen."""
 
     checkpoint: Path = field(default_factory=Path)
     preset: str | None = None
-    _network: object = None
-    _extract: object = None
-    _mask_threshold: float = 0.5
 
-    def _load(self) -> CheckpointMeta:
+    def __post_init__(self) -> None:
         from ss3d_model import load_network
         from ss3d_model.reconstruct import inference_settings
 
         self._network, meta = load_network(self.checkpoint)
         self._extract, self._mask_threshold = inference_settings(meta, self.preset)
-        return meta
+        stat = self.checkpoint.stat()
+        self.seen_categories = frozenset(meta.categories)
+        self.fingerprint = f"{stat.st_size}:{stat.st_mtime_ns}:{meta.stage}:{meta.step}"
 
     def predict(self, item: TestItem) -> Shape:
-        import torch
+        from ss3d_model.reconstruct import reconstruct_mesh
 
-        from ss3d_model.extract import extract_mesh
-        from ss3d_model.reconstruct import image_tensor
-
-        if self._network is None:
-            self._load()
-        network, extract, mask_threshold = self._network, self._extract, self._mask_threshold
-        with torch.inference_mode():
-            z = network.encode(image_tensor(item.image, item.mask, network.config.input_size, mask_threshold))
-            mesh = extract_mesh(network, z[0], extract.resolution, extract.coarse_resolution,
-                                extract.density_threshold, extract.box_half_size)
-        if len(mesh.faces) == 0:
-            raise EmptyPrediction(f"no surface: the predicted density never reaches {extract.density_threshold}")
-        return _empty_checked(lambda: make_shape(mesh.vertices, mesh.faces, f"{self.label}:{item.key}"))
+        mesh = reconstruct_mesh(self._network, item.image, item.mask, self._extract, self._mask_threshold)
+        return make_shape(mesh.vertices, mesh.faces, f"{self.label}:{item.key}")
 
 
 def ellipsoid_from_mask(mask: np.ndarray, threshold: float = 0.5, subdivisions: int = 3) -> Shape:
@@ -148,7 +122,7 @@ def ellipsoid_from_mask(mask: np.ndarray, threshold: float = 0.5, subdivisions: 
 
     ys, xs = np.nonzero(np.asarray(mask) >= round(threshold * 255))
     if len(xs) < 3:
-        raise EmptyPrediction("the input mask has fewer than 3 foreground pixels: no ellipsoid to fit")
+        raise EmptySurface("the input mask has fewer than 3 foreground pixels: no ellipsoid to fit")
     coords = np.stack([xs, -ys], axis=1).astype(np.float64)  # image y points down; the camera frame's y up
     values, vectors = np.linalg.eigh(np.cov(coords, rowvar=False))
     semi = 2.0 * np.sqrt(np.clip(values, 0.25, None))       # >= half a pixel: a one-pixel-wide mask stays a solid
@@ -183,16 +157,9 @@ def ellipsoid_predictor(preset: str) -> EllipsoidPredictor:
 
 
 def checkpoint_predictor(path: str | os.PathLike[str], label: str, preset: str | None = None) -> CheckpointPredictor:
-    """A predictor for checkpoint ``path``; its metadata's ``categories`` say which categories it has seen. Meshes are
-    extracted with ``preset``'s ``[extract]`` settings, or (None) with those the checkpoint was trained with."""
-    predictor = CheckpointPredictor(label=label, source=str(path), checkpoint=Path(path), preset=preset)
-    # Loaded now, as reconstruct loads it (tensors checked against the recorded architecture): a checkpoint that
-    # cannot be used fails with one line before any sample is scored, not as a failed row per sample.
-    meta = predictor._load()
-    stat = Path(path).stat()
-    predictor.seen_categories = frozenset(meta.categories)
-    predictor.fingerprint = f"{stat.st_size}:{stat.st_mtime_ns}:{meta.stage}:{meta.step}"
-    return predictor
+    """A predictor for checkpoint ``path``, meshed with ``preset``'s ``[extract]`` settings, or (None) with those the
+    checkpoint was trained with."""
+    return CheckpointPredictor(label=label, source=str(path), checkpoint=Path(path), preset=preset)
 
 
 def mesh_dir_predictor(folder: str | os.PathLike[str], label: str,

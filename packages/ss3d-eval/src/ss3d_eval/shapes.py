@@ -16,7 +16,7 @@ import numpy as np
 import trimesh
 
 from ss3d_data.atomic import atomic_write_bytes
-from ss3d_data.errors import Ss3dError
+from ss3d_data.errors import EmptySurface, Ss3dError
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".glb", ".gltf", ".stl")
 
@@ -51,7 +51,7 @@ def make_shape(vertices: np.ndarray, faces: np.ndarray | None, name: str = "") -
     v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     label = name or "shape"
     if len(v) == 0:
-        raise Ss3dError(f"{label}: empty (no vertices)")
+        raise EmptySurface(f"{label}: empty (no vertices)")
     if not np.isfinite(v).all():
         raise Ss3dError(f"{label}: has non-finite vertex coordinates")
     if faces is None:
@@ -64,7 +64,7 @@ def make_shape(vertices: np.ndarray, faces: np.ndarray | None, name: str = "") -
         area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
         f = f[area2 > 1e-14]
     if len(f) == 0:
-        raise Ss3dError(f"{label}: empty mesh (no faces with area, no surface)")
+        raise EmptySurface(f"{label}: empty mesh (no faces with area, no surface)")
     return Shape(v, f, name)
 
 
@@ -80,13 +80,13 @@ def load_shape(path: str | os.PathLike[str], matrix: np.ndarray | None = None) -
     if isinstance(loaded, trimesh.Scene):
         meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)] if loaded.geometry else []
         if not meshes:
-            raise Ss3dError(f"{p}: empty mesh (the scene holds no triangles)")
+            raise EmptySurface(f"{p}: empty mesh (the scene holds no triangles)")
         loaded = trimesh.util.concatenate(meshes)
     if isinstance(loaded, trimesh.Trimesh):
         shape = make_shape(loaded.vertices, loaded.faces, str(p)) if len(loaded.faces) else None
         if shape is None:
             if len(loaded.vertices) == 0:
-                raise Ss3dError(f"{p}: empty mesh (no vertices)")
+                raise EmptySurface(f"{p}: empty mesh (no vertices)")
             shape = make_shape(loaded.vertices, None, str(p))
     elif isinstance(loaded, trimesh.PointCloud):
         shape = make_shape(loaded.vertices, None, str(p))

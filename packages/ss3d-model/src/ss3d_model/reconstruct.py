@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from ss3d_data.atomic import atomic_write, atomic_write_bytes
 from ss3d_data.config import data_config
-from ss3d_data.errors import Ss3dError
+from ss3d_data.errors import EmptySurface, Ss3dError
 from ss3d_data.preprocess import crop_to_mask
 from ss3d_data.presets import load_preset, section_config
 from ss3d_model.checkpoint import CheckpointMeta
@@ -108,14 +108,15 @@ def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_thresh
 
 def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, extract: ExtractConfig,
                      mask_threshold: float = 0.5, threshold: float | None = None) -> trimesh.Trimesh:
-    """One segmented image -> coloured mesh in canonical units (``threshold`` overrides the preset's level)."""
+    """One segmented image -> coloured mesh in canonical units (``threshold`` overrides the preset's level).
+    :class:`~ss3d_data.errors.EmptySurface` when the density never reaches the level."""
     level = extract.density_threshold if threshold is None else threshold
     with torch.inference_mode():
         z = network.encode(image_tensor(rgb, mask, network.config.input_size, mask_threshold))
         mesh = extract_mesh(network, z[0], extract.resolution, extract.coarse_resolution, level,
                             extract.box_half_size)
     if len(mesh.faces) == 0:
-        raise Ss3dError(f"no surface: the predicted density never reaches {level}",
+        raise EmptySurface(f"no surface: the predicted density never reaches {level}",
                         hint="an untrained checkpoint predicts almost no density; try a lower --threshold")
     return mesh
 
