@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 import trimesh
 
-from ss3d_eval.raster import BACKGROUND, look_at, project, render
+from ss3d_eval.raster import BACKGROUND, render, view_camera
 from ss3d_eval.shapes import make_shape
+from ss3d_model.raster import project, rasterise
 
 
 def test_look_at_front_camera_axes():
-    rotation, position = look_at(0.0, 0.0, 2.0)
-    assert np.allclose(position, [0, -2, 0])
-    assert np.allclose(rotation, [[1, 0, 0], [0, 0, -1], [0, 1, 0]])  # x right, y down (-Z), z forward (+Y)
-    uv, depth = project(np.array([[0.0, 0.0, 0.0]]), rotation, position, 100.0, 64)
+    pose = view_camera(0.0, 0.0, 2.0)
+    assert np.allclose(pose[:3, 3], [0, -2, 0])
+    assert np.allclose(pose[:3, :3].T, [[1, 0, 0], [0, 0, -1], [0, 1, 0]])  # x right, y down (-Z), z forward (+Y)
+    uv, depth = project(np.array([[0.0, 0.0, 0.0]]), pose, 100.0, 64)
     assert np.allclose(uv, [[32, 32]]) and depth[0] == pytest.approx(2.0)
 
 
@@ -38,3 +39,17 @@ def test_nearest_surface_wins():
     mask = (alone != np.array(BACKGROUND, np.uint8)).any(-1)
     assert mask.sum() > 20
     assert (image[mask] == alone[mask]).all()
+
+
+def test_vertex_colours_are_interpolated_across_a_triangle():
+    # One triangle facing the camera, red, green and blue corners: the pixel near each corner takes its colour and
+    # the centre a mix of all three.
+    vertices = np.array([[-0.5, 0.0, -0.4], [0.5, 0.0, -0.4], [0.0, 0.0, 0.5]])
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]])
+    pose = view_camera(0.0, 0.0, 2.0)
+    image = rasterise(vertices, np.array([[0, 1, 2]]), pose, 64.0, 96, colours=colours).astype(int)
+    (u0, v0), (u1, v1), (u2, v2) = np.floor(project(vertices, pose, 64.0, 96)[0]).astype(int)
+    assert image[v0 - 2, u0 + 3].argmax() == 0 and image[v1 - 2, u1 - 3].argmax() == 1
+    assert image[v2 + 3, u2].argmax() == 2
+    centre = np.floor(project(vertices.mean(0, keepdims=True), pose, 64.0, 96)[0][0]).astype(int)
+    assert (image[centre[1], centre[0]] > 40).all()

@@ -35,6 +35,20 @@ def test_poses_are_rigid_and_look_at_origin():
     assert torch.isfinite(look_at(torch.tensor(math.pi / 2), torch.tensor(0.3), torch.tensor(1.0))).all()
 
 
+def test_the_differentiable_look_at_gives_the_numpy_look_at_poses():
+    """Training's batched torch look-at and the project's numpy one (renderer, report) are one convention."""
+    from ss3d_data.cameras import look_at_cam2world, spherical_to_position
+
+    g = torch.Generator().manual_seed(1)
+    el = (torch.rand(40, generator=g, dtype=torch.float64) - 0.5) * 0.95 * math.pi
+    az = (torch.rand(40, generator=g, dtype=torch.float64) - 0.5) * 4 * math.pi
+    dist = 0.5 + 3 * torch.rand(40, generator=g, dtype=torch.float64)
+    poses = look_at(el, az, dist)
+    for pose, e, a, d in zip(poses, el.tolist(), az.tolist(), dist.tolist()):
+        expected = look_at_cam2world(spherical_to_position(math.degrees(a), math.degrees(e), d))
+        torch.testing.assert_close(pose, torch.from_numpy(expected), atol=1e-9, rtol=0)
+
+
 def test_pixel_rays_invert_projection():
     size, focal = 64, 80.0
     k = intrinsics_matrix(focal, size)

@@ -71,8 +71,9 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=None, help="render these meshes instead of procedural ones")
     args = parser.parse_args()
 
+    from ss3d_data.cameras import look_at_cam2world
     from ss3d_data.config import render_config
-    from ss3d_render.cameras import look_at_cam2world, sample_orbit
+    from ss3d_render.cameras import sample_orbit
     from ss3d_render.jobs import quiet_stdout
     from ss3d_render.scene import RenderScene
     from ss3d_render.views import render_views

@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 
+from ss3d_data.cameras import look_at_cam2world, spherical_to_position
 from ss3d_data.errors import Ss3dError
 from ss3d_render.cameras import (
     blender_matrix_world,
     intrinsics_matrix,
-    look_at_cam2world,
     opencv_cam2world,
     sample_orbit,
     sphere_silhouette,
-    spherical_to_position,
 )
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ss3d_data.cameras import look_at_cam2world
 from ss3d_data.config import RenderConfig, render_config
-from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sphere_silhouette
+from ss3d_render.cameras import intrinsics_matrix, sphere_silhouette
 from ss3d_render.jobs import RenderSummary
 
 _LAZY = {  # name -> module; these modules import bpy, so only when asked for

@@ -1,5 +1,6 @@
-"""Camera maths for the renderer, in numpy only (no Blender): sampling, look-at poses, intrinsics, the conversion
-to Blender's camera convention, and the analytic silhouette of a sphere used to check that convention.
+"""Camera maths for the renderer, in numpy only (no Blender): sampling, intrinsics, the conversion to Blender's
+camera convention, and the analytic silhouette of a sphere used to check that convention. Look-at poses are the
+project's one numpy look-at, :mod:`ss3d_data.cameras` (re-exported here).
 
 Conventions (``docs/formats.md``): canonical frame X right, Y away from the default viewer, Z up; ``cam2world``
 [4, 4] maps OpenCV camera coordinates (x right, y down, z forward) to the canonical frame; pixel (u, v) centres sit
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ss3d_data.cameras import spherical_to_position
 from ss3d_data.errors import Ss3dError
 
 # OpenCV camera axes -> Blender camera axes (and back: the matrix is its own inverse).
@@ -23,37 +25,6 @@ def intrinsics_matrix(focal_px: float, width: int, height: int) -> np.ndarray:
     if focal_px <= 0 or width < 1 or height < 1:
         raise Ss3dError(f"bad camera: focal {focal_px} px for a {width}x{height} image")
     return np.array([[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0.0, 0.0, 1.0]])
-
-
-def spherical_to_position(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
-    """Camera centre [3] on a sphere around the origin. Azimuth 0 puts the camera on -Y (in front of the object,
-    looking along +Y, the default viewer's direction); azimuth grows counter-clockwise seen from +Z."""
-    az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
-    return distance * np.array([np.sin(az) * np.cos(el), -np.cos(az) * np.cos(el), np.sin(el)])
-
-
-def look_at_cam2world(eye: np.ndarray, target: np.ndarray | None = None, roll_deg: float = 0.0) -> np.ndarray:
-    """OpenCV cam2world [4, 4] for a camera at ``eye`` [3] looking at ``target`` [3] (default: the origin) with the
-    world +Z as "up" in the image (image y points down), then rolled by ``roll_deg`` about the viewing axis."""
-    eye = np.asarray(eye, dtype=np.float64)
-    target = np.zeros(3) if target is None else np.asarray(target, dtype=np.float64)
-    forward = target - eye
-    norm = np.linalg.norm(forward)
-    if norm < 1e-9:
-        raise Ss3dError("camera eye and target coincide")
-    forward /= norm
-    world_up = np.array([0.0, 0.0, 1.0])
-    right = np.cross(forward, world_up)
-    if np.linalg.norm(right) < 1e-6:  # looking straight up or down: any horizontal right axis will do
-        right = np.array([1.0, 0.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    roll = np.radians(roll_deg)
-    c, s = np.cos(roll), np.sin(roll)
-    right, down = c * right + s * down, -s * right + c * down
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, forward, eye
-    return pose
 
 
 def blender_matrix_world(cam2world: np.ndarray) -> np.ndarray:

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from ss3d_data.atomic import atomic_write_text
+from ss3d_data.cameras import look_at_cam2world
 from ss3d_data.config import RenderConfig, render_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_data.schema import Sample, SampleInfo, make_key, write_sample_dir
 from ss3d_data.sidecar import camera_line, write_cameras
-from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orbit
+from ss3d_render.cameras import intrinsics_matrix, sample_orbit
 from ss3d_render.imaging import composite, degrade_mask, random_background
 from ss3d_render.jobs import (
     BlenderLog,

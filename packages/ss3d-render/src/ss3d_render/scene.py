@@ -21,8 +21,9 @@ import numpy as np
 from mathutils import Matrix
 from PIL import Image
 
+from ss3d_data.cameras import spherical_to_position
 from ss3d_data.errors import Ss3dError
-from ss3d_render.cameras import blender_matrix_world, spherical_to_position
+from ss3d_render.cameras import blender_matrix_world
 from ss3d_render.importers import drop_unresolved_textures, import_mesh
 from ss3d_render.jobs import BlenderLog
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ss3d_data.cameras import look_at_cam2world
 from ss3d_data.config import RenderConfig, render_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.manifest import MeshRecord, read_manifest
 from ss3d_data.schema import Sample, SampleInfo, write_sample_dir
-from ss3d_render.cameras import intrinsics_matrix, look_at_cam2world, sample_orbit
+from ss3d_render.cameras import intrinsics_matrix, sample_orbit
 from ss3d_render.jobs import (
     BlenderLog,
     RenderSummary,
