@@ -61,9 +61,21 @@ def test_properties_parser_handles_escapes_and_continuations():
                                                 ("Concept Sedan 01", "car"), ("Rounded RJ45 plug", "plug"),
                                                 ("Double window 3 panes", "window"), ("Convertible sofa BZ", "sofa"),
                                                 ("Horse", "animal"), ("Clothes horse", "drying_rack"),
-                                                ("Rocking horse", "toy"), ("Roasted chicken", "food")])
+                                                ("Rocking horse", "toy"), ("Roasted chicken", "food"),
+                                                ("Chest of drawers", "cabinet"), ("Logs", "log")])
 def test_sweethome3d_categories_from_names(name, category):
     assert sweethome3d_category(name) == category
+
+
+def test_every_alias_key_survives_normalisation():
+    """The aliases are looked up after the head noun is normalised (singular, lower case, ``_``-joined): a key in
+    any other form can never match."""
+    from ss3d_data.meshes import _SINGULAR, normalise_category, singular
+    from ss3d_data.sources import SH3D_ALIASES
+
+    assert [k for k in SH3D_ALIASES if normalise_category(k) != k] == []
+    # irregular plurals are looked up one lower-case word at a time
+    assert [k for k in _SINGULAR if not k.isalpha() or not k.islower() or singular(k) != _SINGULAR[k]] == []
 
 
 def test_sweethome3d_fixture_catalogues_to_manifest(tmp_path):

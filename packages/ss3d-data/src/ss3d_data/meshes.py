@@ -36,7 +36,7 @@ _SINGULAR = {"people": "person", "men": "man", "women": "woman", "children": "ch
              "hibiscus": "hibiscus", "chassis": "chassis", "series": "series", "species": "species", "tulips": "tulip",
              "toilets": "toilet", "clothes": "clothes", "dress": "dress", "glass": "glass", "torus": "torus",
              "canvas": "canvas", "triceratops": "triceratops", "compass": "compass", "boxes": "box", "benches": "bench", "couches": "couch",
-             "dishes": "dish", "brushes": "brush", "watches": "watch", "glasses_case": "glasses_case"}
+             "dishes": "dish", "brushes": "brush", "watches": "watch"}
 
 
 def normalise_category(name: str) -> str:

@@ -35,7 +35,8 @@ DEFAULT_CACHE = Path("shards/cache")
 SH3D_PACKAGE = "sweethome3d-furniture"
 CGAL_PACKAGE = "libcgal-demo"
 
-# Head nouns of Sweet Home 3D model names that name the same kind of object.
+# Head nouns of Sweet Home 3D model names that name the same kind of object. Keys are written as
+# normalise_category leaves a head noun (singular, lower case), or they could never match (a test checks).
 SH3D_ALIASES = {
     "female": "person", "male": "person", "boy": "person", "girl": "person", "man": "person", "woman": "person",
     "couch": "sofa", "bookcase": "bookshelf", "shelf": "bookshelf", "light": "lamp", "lamppost": "lamp",
@@ -45,11 +46,11 @@ SH3D_ALIASES = {
     "focus": "car", "leon": "car", "fridge": "refrigerator", "dustbin": "trashcan", "bin": "trashcan",
     "can": "trashcan", "bike": "motorbike", "scooter": "motorbike", "bank": "bench", "cat": "animal",
     "horse": "animal", "deer": "animal", "bulldog": "animal", "chicken": "animal", "wardrobe": "cabinet",
-    "cupboard": "cabinet", "drawers": "cabinet", "dresser": "cabinet", "vanity": "cabinet", "crib": "bed",
+    "cupboard": "cabinet", "drawer": "cabinet", "dresser": "cabinet", "vanity": "cabinet", "crib": "bed",
     "futon": "sofa", "desk": "table", "jar": "vase", "pottery": "vase", "flacon": "bottle", "stool": "chair",
     "i_mac": "computer", "i_book": "laptop", "i_phone": "phone", "peugeot": "car", "scenic": "car", "yamaha": "motorbike",
     "right": "sign", "ahead": "sign", "pine": "plant", "maple": "plant", "poplar": "plant", "cypress": "plant",
-    "beech": "plant", "acacia": "plant", "bush": "plant", "blossom": "plant", "conditioning": "air_conditioner", "logs": "log",
+    "beech": "plant", "acacia": "plant", "bush": "plant", "blossom": "plant", "conditioning": "air_conditioner",
 }
 # Two-word names whose head noun alone would file them wrongly (a clothes horse is not an animal).
 SH3D_COMPOUNDS = {"clothes horse": "drying_rack", "rocking horse": "toy", "roasted chicken": "food"}
