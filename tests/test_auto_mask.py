@@ -6,8 +6,8 @@ Measured (8 objects, one 128 px view each, seed 0, 4 Cycles samples): mean IoU 0
 (bottle 0.968, chair 0.989, cup 0.978, dumbbell 0.952, lamp 0.963, mushroom 0.984, table 0.956, vase 0.998); the
 same render upsampled 4x: 0.954. On 88 more renders (seeds 0-3, 2-3 views each, 128 and 512 px) the mean was
 0.960-0.968 per set and the worst image 0.87. A centred box over the middle 70% of the frame (the seed GrabCut
-starts from) scores 0.36. The test asks for a mean above 0.90 and every image above 0.80: wide enough for Cycles noise differing
-between CPUs, far above a mask that ignores the image."""
+starts from) scores 0.36. The test asks for a mean above 0.90 and every image above 0.80: wide enough for Cycles
+noise differing between CPUs, far above a mask that ignores the image."""
 
 import numpy as np
 import pytest

@@ -106,7 +106,8 @@ def test_libcgal_fixture_archive_to_candidates(tmp_path):
             tar.addfile(info, io.BytesIO(payload))
     root = unpack_libcgal(data, tmp_path / "cache" / "libcgal")
     got = [(c.instance_id, c.category, c.source) for c in scan_libcgal(root)]
-    assert got == [("cgal-ChineseDragon-10kv", "chinese_dragon", "libcgal-demo"), ("cgal-bunny00", "bunny", "libcgal-demo"),
+    assert got == [("cgal-ChineseDragon-10kv", "chinese_dragon", "libcgal-demo"),
+                   ("cgal-bunny00", "bunny", "libcgal-demo"),
                    ("cgal-elephant-with-holes", "elephant", "libcgal-demo")]
     assert libcgal_category("3torus") == "torus"
 

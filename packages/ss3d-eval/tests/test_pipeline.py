@@ -108,7 +108,8 @@ def test_table_compares_methods_per_category(dataset, tmp_path):
     cfg = eval_config("tiny")
     out = tmp_path / "results"
     files = [evaluate(dataset["shards"], dataset["manifest"], p, "iou", cfg, out, show_progress=False)
-             for p in (mesh_dir_predictor(dataset["good"], "good", ["chair"]), mesh_dir_predictor(dataset["blobs"], "blobs"))]
+             for p in (mesh_dir_predictor(dataset["good"], "good", ["chair"]),
+                       mesh_dir_predictor(dataset["blobs"], "blobs"))]
     rows = read_results(files)
     table = build_table(rows, "iou")
     assert table.labels == ["good", "blobs"] and table.categories == ["chair", "lamp"]
@@ -188,7 +189,8 @@ def test_unreadable_test_samples_are_failed_rows_not_a_smaller_mean(dataset, tmp
               "--preset", "tiny", "--pred-dir", str(dataset["good"]), "--label", "good"]
     result = runner.invoke(app, ["iou", *common])
     assert result.exit_code == 0, result.output
-    assert "1 unreadable test sample(s) counted as failed rows (1 unreadable tar data)" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "1 unreadable test sample(s) counted as failed rows (1 unreadable tar data)" in said
     rows = {r["key"]: r for r in read_results([result_path(out, "good", "iou")])}
     assert len(rows) == 3 and rows["chair-1-img0"]["status"] == "ok"
     [lost] = [r for r in rows.values() if r["status"] == "failed"]

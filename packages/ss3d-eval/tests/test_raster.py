@@ -24,7 +24,8 @@ def test_cube_silhouette_matches_its_projection():
     side = 2 * focal * half / (distance - half)  # the front face, nearest the camera, bounds the silhouette
     assert abs(covered.sum() - side**2) <= 4 * side  # within one pixel ring of the exact square
     rows, cols = np.nonzero(covered)
-    assert abs((rows.min() + rows.max()) / 2 - (size - 1) / 2) <= 1 and abs((cols.min() + cols.max()) / 2 - (size - 1) / 2) <= 1
+    assert abs((rows.min() + rows.max()) / 2 - (size - 1) / 2) <= 1
+    assert abs((cols.min() + cols.max()) / 2 - (size - 1) / 2) <= 1
 
 
 def test_nearest_surface_wins():

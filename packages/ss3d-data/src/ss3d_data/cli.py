@@ -101,7 +101,8 @@ def fetch_command(
 @meshes_app.command("procedural")
 def procedural_command(
     out: Annotated[Path, typer.Option(help="Output folder (<category>/<category>_NNN.ply + source.json).")],
-    categories: Annotated[int, typer.Option(help="Number of procedural categories (first N of the built-in list).")] = 8,
+    categories: Annotated[int, typer.Option(
+        help="Number of procedural categories (first N of the built-in list).")] = 8,
     instances: Annotated[int, typer.Option(help="Meshes per category.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same meshes.")] = 0,
 ) -> None:
@@ -205,7 +206,8 @@ def shard_images_command(
     every: Annotated[int, typer.Option(help="co3d: keep every N-th frame of each sequence.")] = 1,
     category: Annotated[list[str] | None, typer.Option(help="Keep only these categories (repeatable).")] = None,
     per_shard: Annotated[int | None, typer.Option(help="Samples per shard (default: the preset's).")] = None,
-    max_side: Annotated[int | None, typer.Option(help="Downscale longer sides to this (default: the preset's).")] = None,
+    max_side: Annotated[int | None, typer.Option(
+        help="Downscale longer sides to this (default: the preset's).")] = None,
     max_bad: MaxBadOption = 0,
     preset: PresetOption = "paper",
 ) -> None:

@@ -168,7 +168,8 @@ def read_pascal3d(root: Path, fractions: Sequence[float], masks: Path | None,
             if mat.is_file() and not boxes:
                 continue  # annotated, but not with an object of this class
             key = make_key("pascal3d", sub.name, image.stem)
-            item = CollectionItem(key, normalise_category(cls), key, image, mask_root / sub.name / (image.stem + ".png"),
+            item = CollectionItem(key, normalise_category(cls), key, image,
+                                  mask_root / sub.name / (image.stem + ".png"),
                                   "pascal3d", "Pascal3D-research", extra={"boxes": boxes, "subset": sub.name})
             yield _split(item, fractions, salt)
 

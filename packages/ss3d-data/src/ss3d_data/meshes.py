@@ -32,10 +32,12 @@ MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".ply", ".off", ".stl")
 _SINGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
              "geese": "goose", "knives": "knife", "shelves": "shelf", "leaves": "leaf", "feet": "foot",
              "teeth": "tooth", "glasses": "glasses", "scissors": "scissors", "headphones": "headphones",
-             "sunglasses": "sunglasses", "bus": "bus", "cactus": "cactus", "octopus": "octopus", "asparagus": "asparagus",
+             "sunglasses": "sunglasses", "bus": "bus", "cactus": "cactus", "octopus": "octopus",
+             "asparagus": "asparagus",
              "hibiscus": "hibiscus", "chassis": "chassis", "series": "series", "species": "species", "tulips": "tulip",
              "toilets": "toilet", "clothes": "clothes", "dress": "dress", "glass": "glass", "torus": "torus",
-             "canvas": "canvas", "triceratops": "triceratops", "compass": "compass", "boxes": "box", "benches": "bench", "couches": "couch",
+             "canvas": "canvas", "triceratops": "triceratops", "compass": "compass", "boxes": "box",
+             "benches": "bench", "couches": "couch",
              "dishes": "dish", "brushes": "brush", "watches": "watch"}
 
 

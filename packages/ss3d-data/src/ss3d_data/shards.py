@@ -28,7 +28,8 @@ def shard_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:06d}.tar"
 
 
-def write_shards(samples: Iterable[Sample], out_dir: str | os.PathLike[str], prefix: str, per_shard: int = 64) -> list[Path]:
+def write_shards(samples: Iterable[Sample], out_dir: str | os.PathLike[str], prefix: str,
+                 per_shard: int = 64) -> list[Path]:
     """Write ``samples`` into ``out_dir/<prefix>-NNNNNN.tar`` shards of at most ``per_shard`` samples each.
 
     Returns the shard paths; writes ``<prefix>.index.json`` last (its presence means the set is complete).

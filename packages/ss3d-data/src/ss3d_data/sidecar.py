@@ -93,7 +93,8 @@ def read_cameras(path: str | os.PathLike[str]) -> dict[str, Camera]:
             raise Ss3dError(f"{where}: not JSON ({err})") from None
         if not isinstance(raw, dict):
             raise Ss3dError(f"{where}: not a JSON object")
-        if raw.get("format", CAMERAS_FORMAT) != CAMERAS_FORMAT or raw.get("version", CAMERAS_VERSION) != CAMERAS_VERSION:
+        if (raw.get("format", CAMERAS_FORMAT) != CAMERAS_FORMAT
+                or raw.get("version", CAMERAS_VERSION) != CAMERAS_VERSION):
             raise Ss3dError(f"{where}: not an {CAMERAS_FORMAT} v{CAMERAS_VERSION} record")
         key = raw.get("key")
         if not isinstance(key, str) or not key or make_key(key) != key:

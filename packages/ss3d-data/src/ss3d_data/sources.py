@@ -48,7 +48,8 @@ SH3D_ALIASES = {
     "horse": "animal", "deer": "animal", "bulldog": "animal", "chicken": "animal", "wardrobe": "cabinet",
     "cupboard": "cabinet", "drawer": "cabinet", "dresser": "cabinet", "vanity": "cabinet", "crib": "bed",
     "futon": "sofa", "desk": "table", "jar": "vase", "pottery": "vase", "flacon": "bottle", "stool": "chair",
-    "i_mac": "computer", "i_book": "laptop", "i_phone": "phone", "peugeot": "car", "scenic": "car", "yamaha": "motorbike",
+    "i_mac": "computer", "i_book": "laptop", "i_phone": "phone", "peugeot": "car", "scenic": "car",
+    "yamaha": "motorbike",
     "right": "sign", "ahead": "sign", "pine": "plant", "maple": "plant", "poplar": "plant", "cypress": "plant",
     "beech": "plant", "acacia": "plant", "bush": "plant", "blossom": "plant", "conditioning": "air_conditioner",
 }

@@ -18,7 +18,8 @@ from ss3d_eval.predict import MeshDirPredictor, make_predictors
 from ss3d_eval.report import build_report
 from ss3d_eval.table import build_table, margins, margins_markdown, score_names, summary_json, to_markdown, to_rich
 
-app = make_app("ss3d-eval", "Evaluate ss3d reconstructions: IoU, Chamfer and F-score after alignment; tables and an HTML report.")
+app = make_app("ss3d-eval", "Evaluate ss3d reconstructions: IoU, Chamfer and F-score after alignment; tables and an "
+                            "HTML report.")
 
 ShardsOpt = Annotated[str, typer.Option("--shards", help="Test shards: a folder, a glob or a .tar file.")]
 ManifestOpt = Annotated[Path, typer.Option("--manifest", help="Mesh manifest with the ground-truth meshes.")]
@@ -29,7 +30,8 @@ PredDirOpt = Annotated[Optional[list[Path]], typer.Option(
 LabelOpt = Annotated[Optional[list[str]], typer.Option(
     "--label", help="Name of each method, one per --checkpoint then --pred-dir (default: file/folder name).")]
 SeenOpt = Annotated[Optional[str], typer.Option(
-    "--seen-categories", help="For --pred-dir: comma-separated categories the method was trained on (zero-shot split).")]
+    "--seen-categories",
+    help="For --pred-dir: comma-separated categories the method was trained on (zero-shot split).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the <label>.<metric>.jsonl result files.")]
 PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET", help=(
     "Preset name or TOML path: the [eval] sizes (checkpoints are meshed with the [extract] settings they were "
@@ -112,7 +114,8 @@ def chamfer(shards: ShardsOpt, manifest: ManifestOpt, out: OutOpt = Path("result
             preset: PresetOpt = "paper", view: ViewOpt = 0, limit: LimitOpt = None, no_align: NoAlignOpt = False,
             save_meshes: SaveOpt = False, max_bad: MaxBadOpt = 10, subset: SubsetOpt = "all",
             ellipsoid: EllipsoidOpt = False, extract_preset: ExtractPresetOpt = None) -> None:
-    """Chamfer distance and F-scores of each prediction against its ground-truth mesh or point cloud, after alignment."""
+    """Chamfer distance and F-scores of each prediction against its ground-truth mesh or point cloud, after
+    alignment."""
     run_metric("chamfer", shards, manifest, checkpoint, pred_dir, label, seen_categories, out, preset, view, limit,
                no_align, save_meshes, max_bad, subset, ellipsoid, extract_preset)
 
@@ -141,8 +144,10 @@ def write_tables(files: list[Path], markdown: Path | None, json_path: Path | Non
 @app.command()
 def table(
     files: Annotated[list[Path], typer.Argument(help="Result files (.jsonl) of any methods and metrics.")],
-    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the tables as Markdown here.")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the table values as JSON here.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(
+        "--markdown", help="Also write the tables as Markdown here.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", help="Also write the table values as JSON here.")] = None,
     digits: Annotated[int, typer.Option("--digits", help="Decimals shown.")] = 3,
     margin_over: Annotated[Optional[str], typer.Option(
         "--margin-over", help="Also each method's margin over this label (e.g. ellipsoid), with 95% "

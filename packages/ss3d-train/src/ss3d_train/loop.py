@@ -1,5 +1,6 @@
-"""What every training stage shares: the stage loop (:func:`run_stage`), run folder (config, metrics, TensorBoard), checkpoints with resumable state,
-RNG and optimiser (de)serialisation without pickle, the non-finite-loss guard, and epoch iteration across ranks.
+"""What every training stage shares: the stage loop (:func:`run_stage`), run folder (config, metrics, TensorBoard),
+checkpoints with resumable state, RNG and optimiser (de)serialisation without pickle, the non-finite-loss guard,
+and epoch iteration across ranks.
 
 Run folder ``<out>/``: ``config.json`` (preset JSON + CLI arguments), ``metrics.jsonl`` (one JSON object per logged
 step), ``last.safetensors`` + ``last.state.safetensors`` (periodic), ``<name>.safetensors`` (final) and, when
@@ -464,7 +465,8 @@ def loss_status(values: Metrics) -> str:
 
 
 def run_stage(run: StageRun, network: torch.nn.Module, state: StageState,
-              step: Callable[[Any, dict[str, Any]], Metrics | None], loader, epochs: int, checkpoint: Callable[[bool], None], checkpoint_every: int, *, label: str,
+              step: Callable[[Any, dict[str, Any]], Metrics | None], loader, epochs: int,
+              checkpoint: Callable[[bool], None], checkpoint_every: int, *, label: str,
               end_epoch: Callable[[], None] | None = None, status: Callable[[Metrics], str] = loss_status,
               datasets: tuple[ShardDataset | None, ...] = ()) -> Path:
     """The training loop every stage shares: epochs from the resume position, the batches of an epoch after those
