@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
-
 from ss3d_data.atomic import atomic_write, atomic_write_text
 from ss3d_data.errors import Ss3dError
 from ss3d_data.schema import SHARD_VERSION, Sample, ShardFormatError, decode_sample, encode_sample
@@ -42,6 +40,9 @@ def write_shards(samples: Iterable[Sample], out_dir: str | os.PathLike[str], pre
     entries: list[dict[str, Any]] = []
     batch: list[dict[str, Any]] = []
     seen: set[str] = set()
+
+    # Imported here: webdataset imports torch (2.5 s), which the shard readers and most CLI commands never need.
+    import webdataset as wds
 
     def flush() -> None:
         path = out / shard_name(prefix, len(paths))
