@@ -39,10 +39,11 @@ from ss3d_model import (
 )
 from ss3d_train.distill import DistillConfig, DistillState, distill_step
 from ss3d_train.distributed import World
-from ss3d_train.loop import NonFiniteGuard, new_position
+from ss3d_train.loop import new_position
 from ss3d_train.memory import decoder_bytes_per_point, step_bytes, step_shape
 from ss3d_train.objectives import FieldObjective, RenderObjective, ShapeObjective
 from ss3d_train.pretrain import PretrainConfig, PretrainState, pretrain_step
+from ss3d_train.run import NonFiniteGuard
 from ss3d_train.selftrain import SelftrainConfig, SelftrainState, selftrain_step
 from ss3d_train.sparse_adam import SparseRowAdam
 

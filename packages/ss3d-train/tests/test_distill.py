@@ -12,7 +12,7 @@ from ss3d_data.preprocess import crop_to_mask
 from ss3d_model import load_network, read_checkpoint_meta
 from ss3d_train import RunOptions, distill, distill_loss, pretrain
 from ss3d_train.cli import app, parse_experts
-from ss3d_train.loop import weights_fingerprint
+from ss3d_train.run import weights_fingerprint
 
 
 def teacher_gap(student_path, teachers: dict, collection_dirs, size: int) -> float:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ss3d_model import load_network
-from ss3d_train.loop import weights_fingerprint
+from ss3d_train.run import weights_fingerprint
 
 
 def command(views_dir, out, preset, *extra: str) -> list[str]:

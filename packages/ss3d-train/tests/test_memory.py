@@ -16,10 +16,10 @@ from ss3d_train import PretrainConfig, RunOptions, pretrain
 from ss3d_train.cli import app
 from ss3d_train.data import ViewsTransform
 from ss3d_train.distributed import World
-from ss3d_train.loop import weights_fingerprint
 from ss3d_train.memory import plan_micro_batch, step_bytes, step_shape
 from ss3d_train.objectives import FieldObjective, RenderObjective, ShapeObjective
 from ss3d_train.pretrain import _pretrain_loss
+from ss3d_train.run import weights_fingerprint
 
 CPU = torch.device("cpu")
 

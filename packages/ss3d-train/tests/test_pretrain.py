@@ -16,9 +16,9 @@ from ss3d_model import VolumeConfig, load_network, read_checkpoint_meta, state_p
 from ss3d_train import PretrainConfig, RunOptions, pretrain
 from ss3d_train.data import ViewsTransform
 from ss3d_train.distributed import World
-from ss3d_train.loop import weights_fingerprint
 from ss3d_train.objectives import RenderObjective, occupancy_loss
 from ss3d_train.pretrain import _pretrain_loss
+from ss3d_train.run import weights_fingerprint
 
 
 def fixed_batch_loss(checkpoint, shards, preset_path) -> float:

@@ -18,7 +18,7 @@ from ss3d_model import (
     save_network,
 )
 from ss3d_train import RunOptions, SparseRowAdam, read_cameras_state, selftrain
-from ss3d_train.loop import weights_fingerprint
+from ss3d_train.run import weights_fingerprint
 
 FACE_COLOURS = np.array([[230, 40, 40], [40, 200, 200], [40, 200, 40], [200, 40, 200], [40, 40, 230],
                          [220, 220, 40]]) / 255.0

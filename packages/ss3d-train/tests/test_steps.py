@@ -16,9 +16,10 @@ from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwor
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, make_loader
 from ss3d_train.distill import DistillConfig, DistillState, distill_step
 from ss3d_train.distributed import World
-from ss3d_train.loop import NonFiniteGuard, RunOptions, StageRun, new_position, run_stage, weights_fingerprint
+from ss3d_train.loop import new_position, run_stage
 from ss3d_train.objectives import FieldObjective, RenderObjective
 from ss3d_train.pretrain import PretrainConfig, PretrainState, pretrain_step
+from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun, weights_fingerprint
 from ss3d_train.selftrain import SelftrainConfig, SelftrainState, selftrain_step
 from ss3d_train.sparse_adam import SparseRowAdam
 

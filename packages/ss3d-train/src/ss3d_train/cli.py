@@ -14,7 +14,7 @@ import typer
 
 from ss3d_data.clikit import console, make_app
 from ss3d_data.errors import Ss3dError
-from ss3d_train.loop import RunOptions
+from ss3d_train.run import RunOptions
 
 app = make_app("ss3d-train", "Train ss3d: pretrain on synthetic views, selftrain category experts, distill one "
                              "unified model (torchrun DDP).")

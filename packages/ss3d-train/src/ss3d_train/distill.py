@@ -37,9 +37,6 @@ from ss3d_train.distributed import World, all_mean, setup_world, teardown_world,
 from ss3d_train.loop import (
     KeptBuffers,
     Metrics,
-    NonFiniteGuard,
-    RunOptions,
-    StageRun,
     epoch_batches,
     guarded_update,
     images_per_second,
@@ -47,6 +44,7 @@ from ss3d_train.loop import (
     run_stage,
 )
 from ss3d_train.objectives import FieldObjective, build_student, load_teacher
+from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun
 
 SYNTHETIC = "__synthetic__"  # teacher key of the synthetic-only model
 

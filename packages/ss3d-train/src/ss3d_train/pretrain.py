@@ -27,17 +27,7 @@ from ss3d_model import VolumeConfig
 from ss3d_model.config import ExtractConfig
 from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import (
-    KeptBuffers,
-    Metrics,
-    NonFiniteGuard,
-    RunOptions,
-    StageRun,
-    guarded_update,
-    images_per_second,
-    new_position,
-    run_stage,
-)
+from ss3d_train.loop import KeptBuffers, Metrics, guarded_update, images_per_second, new_position, run_stage
 from ss3d_train.objectives import (
     RenderObjective,
     ShapeObjective,
@@ -47,6 +37,7 @@ from ss3d_train.objectives import (
     render_loss,
     supervised_rays,
 )
+from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun
 
 
 @dataclass(frozen=True)

@@ -46,19 +46,9 @@ from ss3d_train.data import (
     shards_from,
 )
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
-from ss3d_train.loop import (
-    KeptBuffers,
-    Metrics,
-    NonFiniteGuard,
-    RunOptions,
-    StageRun,
-    finite_everywhere,
-    guarded_update,
-    images_per_second,
-    new_position,
-    run_stage,
-)
+from ss3d_train.loop import KeptBuffers, Metrics, guarded_update, images_per_second, new_position, run_stage
 from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, frozen, gather_pixels, render_loss
+from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun, finite_everywhere
 from ss3d_train.sparse_adam import SparseRowAdam
 
 
