@@ -193,3 +193,16 @@ def test_selftrain_preset_values_are_checked_in_one_line(small_preset, override_
     preset = load_preset(str(override_preset(small_preset, tmp_path, selftrain=bad)))
     with pytest.raises(Ss3dError, match=rf"\[selftrain\] {next(iter(bad))}"):
         section_config(SelftrainConfig, preset.section("selftrain"), "selftrain")
+
+
+def test_a_bad_preset_value_is_one_line_naming_its_section(small_preset, override_preset, tmp_path):
+    from typer.testing import CliRunner
+
+    from ss3d_train.cli import app
+
+    preset = override_preset(small_preset, tmp_path, selftrain={"camera_steps_per_step": 0})
+    result = CliRunner().invoke(app, ["selftrain", str(tmp_path / "none"), "--init", str(tmp_path / "none.st"),
+                                      "--out", str(tmp_path / "run"), "--preset", str(preset)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "[selftrain] camera_steps_per_step must be > 0 (got 0)" in said, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -49,9 +50,11 @@ def package_version(distribution: str) -> str:
 
 
 def report_error(err: Ss3dError) -> None:
-    console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
+    # Messages name preset sections ("[selftrain] hypotheses must be > 0") and paths with brackets: print them
+    # literally, not as rich markup (which would silently drop "[selftrain]").
+    console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
     if err.hint:
-        console.print(f"[dim]hint: {err.hint}[/dim]", soft_wrap=True)
+        console.print(f"[dim]hint: {escape(err.hint)}[/dim]", soft_wrap=True)
 
 
 class Ss3dApp(typer.Typer):
