@@ -36,9 +36,11 @@ class DataConfig:
 
 def data_config(preset: str | Preset = "paper") -> DataConfig:
     """The ``[data]`` section of a preset (a name, a .toml path or a loaded :class:`Preset`)."""
-    cfg = section_config(DataConfig, _loaded(preset).section("data"), "data")
-    return DataConfig(**{**cfg.__dict__, "split_fractions": tuple(cfg.split_fractions),
-                         "mesh_extent_range": tuple(cfg.mesh_extent_range)})
+    values = dict(_loaded(preset).section("data"))
+    for name in ("split_fractions", "mesh_extent_range"):  # TOML arrays are lists; the config holds tuples
+        if name in values:
+            values[name] = tuple(values[name])
+    return section_config(DataConfig, values, "data")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class RenderConfig:
     collection_degrade_fraction: float               # collections: max erode/dilate radius / image side
     seed: int                                        # base seed; each instance derives its own from it
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.views_per_instance < 1 or self.collection_views_per_instance < 1:
             raise Ss3dError("[render] views per instance must be at least 1")
         if not 8 <= self.image_size <= 4096:
@@ -80,6 +82,4 @@ class RenderConfig:
 
 def render_config(preset: str | Preset) -> RenderConfig:
     """Load and check the ``[render]`` section of a preset (a name, a .toml path or a loaded :class:`Preset`)."""
-    config = section_config(RenderConfig, _loaded(preset).section("render"), "render")
-    config.validate()
-    return config
+    return section_config(RenderConfig, _loaded(preset).section("render"), "render")

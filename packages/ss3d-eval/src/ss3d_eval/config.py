@@ -23,7 +23,7 @@ class EvalConfig:
     refine_candidates: int  # best coarse candidates refined by ICP
     render_size: int  # report thumbnails, pixels per side
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.align not in ALIGN_MODES:
             raise Ss3dError(f"[eval] align must be one of {ALIGN_MODES}, got {self.align!r}")
         for name in ("iou_resolution", "chamfer_points", "rotation_search", "align_points", "refine_candidates",
@@ -38,6 +38,4 @@ class EvalConfig:
 
 def eval_config(preset: str = "paper") -> EvalConfig:
     """The ``[eval]`` section of preset ``preset`` (a name or a path to a TOML file) as an :class:`EvalConfig`."""
-    cfg = section_config(EvalConfig, load_preset(preset).section("eval"), "eval")
-    cfg.validate()
-    return cfg
+    return section_config(EvalConfig, load_preset(preset).section("eval"), "eval")
