@@ -15,6 +15,9 @@ procedural_instances := env_var_or_default("SS3D_PROCEDURAL_INSTANCES", "8")
 pretrain_categories := env_var_or_default("SS3D_PRETRAIN", "chair,table,lamp,sofa,cabinet,bed")
 selftrain_categories := env_var_or_default("SS3D_SELFTRAIN", "bottle,armchair")
 heldout_categories := env_var_or_default("SS3D_HELDOUT", "vase,box")
+# `SS3D_PRETRAIN=all` pretrains on every category that is neither self-trained nor held out; the test images then
+# come from SS3D_TEST's categories.
+test_categories := env_var_or_default("SS3D_TEST", "chair,table,lamp,sofa,cabinet,bed,bottle,armchair,vase,box")
 max_train := env_var_or_default("SS3D_MAX_TRAIN", "12")
 max_test := env_var_or_default("SS3D_MAX_TEST", "3")
 # The quality benchmark's roles: more self-training categories (their order is the order experts join the
@@ -57,8 +60,14 @@ meshes:
       fi
     fi
     all="{{pretrain_categories}},{{selftrain_categories}},{{heldout_categories}}"
-    ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl \
-      --categories {{pretrain_categories}} --max-train {{max_train}} --max-val 0 --max-test 0
+    if [ "{{pretrain_categories}}" = all ]; then  # every category but the self-training and held-out ones
+      all="{{test_categories}}"
+      ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl \
+        --exclude "{{selftrain_categories}},{{heldout_categories}}" --max-train {{max_train}} --max-val 0 --max-test 0
+    else
+      ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl \
+        --categories {{pretrain_categories}} --max-train {{max_train}} --max-val 0 --max-test 0
+    fi
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/selftrain.jsonl \
       --categories {{selftrain_categories}} --max-train {{max_train}} --max-val 0 --max-test 0
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/test.jsonl \
@@ -152,6 +161,16 @@ score-floor shards out:
 report:
     ss3d-eval report {{runs}}/results/*.iou.jsonl {{runs}}/results/experts-*/*.iou.jsonl \
       --shards "{{data}}/shards/test" --manifest {{data}}/test.jsonl --out {{runs}}/results/report.html --preset {{preset}}
+
+# the quality recipe: the main job with pretraining on every eligible library mesh (4 views each, 3x the steps;
+# preset `quality`), the same self-training categories and the same 28 test images; about an hour on 2 cores.
+# Tables in runs/quality/results/tables.md (docs/quality.md compares them with the main job's)
+quality:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export SS3D_PRESET=${SS3D_PRESET:-quality} SS3D_DATA=${SS3D_DATA:-shards/quality} \
+      SS3D_RUNS=${SS3D_RUNS:-runs/quality} SS3D_PRETRAIN=all SS3D_MAX_TRAIN=-1
+    {{just_executable()}} --justfile {{justfile()}} --working-directory $PWD demo
 
 # Tables go to $SS3D_BENCH_OUT (docs/benchmark)/{quality,zero-shot}.{md,json}; runs stay in $SS3D_BENCH_RUNS.
 # Zero-shot sweep: held-out categories scored as the distilled experts grow (0 = synthetic-only, then 1..N).

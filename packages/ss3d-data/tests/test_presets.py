@@ -6,9 +6,9 @@ from ss3d_data import Ss3dError, available_presets, load_preset, section_config
 
 
 def test_named_presets_exist_and_inherit_every_key():
-    assert {"paper", "cpu", "mini", "tiny"} <= set(available_presets())
+    assert {"paper", "cpu", "quality", "mini", "tiny"} <= set(available_presets())
     paper = load_preset("paper")
-    for name in ("cpu", "tiny"):
+    for name in ("cpu", "quality", "tiny"):
         preset = load_preset(name)
         assert preset.sections.keys() == paper.sections.keys()
         for section, values in paper.sections.items():

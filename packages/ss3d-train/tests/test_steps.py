@@ -206,3 +206,14 @@ def test_a_bad_preset_value_is_one_line_naming_its_section(small_preset, overrid
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "[selftrain] camera_steps_per_step must be > 0 (got 0)" in said, result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_every_named_preset_gives_valid_stage_configs():
+    from ss3d_data import available_presets
+
+    for name in available_presets():
+        preset = load_preset(name)
+        for config_type, section in ((PretrainConfig, "pretrain"), (SelftrainConfig, "selftrain"),
+                                     (DistillConfig, "distill")):
+            section_config(config_type, preset.section(section), section)  # raises naming the bad value
+        data_config(preset), render_config(preset), ModelConfig.from_preset(preset)
