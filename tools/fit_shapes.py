@@ -12,7 +12,8 @@ with the latent of each shape coming from one of:
 small conv generator -> a 2-layer MLP on the summed plane features); it is not part of ss3d-model.
 
 Prints the BCE every 100 steps and, at the end, each training shape's IoU (its 32^3 solid at the extraction level
-against its own label grid, no alignment; views 0 and 4 for the encoder modes).
+against its own label grid, no alignment; views 0 and 4 for the encoder modes). ``--score CHECKPOINT`` trains
+nothing and scores a pretrained model the same way (its own extraction level; encoder mode).
 
     .venv/bin/python tools/fit_shapes.py --shards "shards/demo-occ/shards/train/synthetic-views-*.tar" \
         --mode free --steps 2000 --lr 1e-4 --latent-lr 1e-2
@@ -27,6 +28,7 @@ import io
 import json
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from ss3d_data.preprocess import crop_to_mask
 from ss3d_data.presets import load_preset
 from ss3d_model.config import ExtractConfig, ModelConfig
 from ss3d_model.network import ReconstructionNetwork
+from ss3d_model.reconstruct import inference_settings, load_for_inference
 
 
 class TriplaneDecoder(nn.Module):
@@ -113,17 +116,23 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--points", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score", help="a pretrained checkpoint to score on the shapes instead of training one")
     args = parser.parse_args()
     try:
         preset = load_preset(args.preset)
         config = ModelConfig.from_preset(preset)
         level = ExtractConfig.from_preset(preset).density_threshold
+        if args.score:
+            net, meta, _ = load_for_inference(Path(args.score))
+            config, level = net.config, inference_settings(meta)[0].density_threshold
+            args.mode, args.steps, args.decoder = "encoder", 0, "film-siren"
         grids, views, yaws = load_shapes(args.shards, config.input_size)
     except Ss3dError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     torch.manual_seed(args.seed)
-    net = ReconstructionNetwork(dataclasses.replace(config))
+    if not args.score:
+        net = ReconstructionNetwork(dataclasses.replace(config))
     if args.decoder == "triplane":
         net.decoder = TriplaneDecoder(config.latent_dim)
     with torch.no_grad():  # free latents start where an untrained encoder's outputs are
