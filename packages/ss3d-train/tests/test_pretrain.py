@@ -159,3 +159,18 @@ def test_occupancy_supervision_teaches_the_solid(occupancy_views_dir, views_dir,
     # Shards without labels are refused up front by a preset that needs them.
     with pytest.raises(Ss3dError, match="carries no occupancy labels"):
         pretrain([str(views_dir)], RunOptions(out=tmp_path / "c", preset=str(preset), epochs=1))
+
+
+def test_colour_jitter_changes_only_the_input_foreground(views_dir):
+    sample = next(iter(iter_samples(resolve_shards(str(views_dir)))))
+    plain = ViewsTransform(32, 24, 2, 0.5)(sample, np.random.default_rng(3))
+    jittered = ViewsTransform(32, 24, 2, 0.5, colour_jitter=0.3)(sample, np.random.default_rng(3))
+    foreground = plain["input"].sum(0) > 0
+    assert foreground.any() and not foreground.all()
+    assert (jittered["input"][:, ~foreground] == 0).all()                       # the background stays black
+    change = (jittered["input"] - plain["input"])[:, foreground].abs().mean()
+    assert change > 0.01                                                         # the object's colours moved
+    for key in ("rgb", "mask", "cam2world", "intrinsics"):                      # same views, true colours
+        assert torch.equal(plain[key], jittered[key]), key
+    again = ViewsTransform(32, 24, 2, 0.5, colour_jitter=0.3)(sample, np.random.default_rng(3))
+    assert torch.equal(again["input"], jittered["input"])                       # drawn from the sample's RNG

@@ -167,6 +167,16 @@ def _to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
 
 
+def jitter_colours(image: np.ndarray, foreground: np.ndarray, strength: float, rng: np.random.Generator
+                   ) -> np.ndarray:
+    """uint8 [H, W, 3] -> the same with per-channel gains in [1 - s, 1 + s] and one brightness offset in [-s/2, s/2]
+    (of full scale) applied to the ``foreground`` [H, W] pixels; the background stays 0."""
+    gains = 1.0 + rng.uniform(-strength, strength, 3)
+    offset = 255.0 * rng.uniform(-strength / 2, strength / 2)
+    jittered = np.clip(image.astype(np.float32) * gains + offset, 0, 255).astype(np.uint8)
+    return np.where(foreground[..., None], jittered, 0).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class ViewsTransform:
     """``views`` sample -> one input view (cropped to the mask at ``input_size``) and ``supervision_views`` other views
@@ -176,6 +186,10 @@ class ViewsTransform:
     cam2world [K, 4, 4]; input_intrinsics [3, 3]; input_cam2world [4, 4]; input_size_px (original side); with
     ``occupancy_points`` P > 0 also occupancy_points [P, 3] and occupancy_labels [P] drawn from the sample's
     occupancy grid (a ``near_fraction`` share around the surface).
+
+    ``colour_jitter`` j > 0 augments the input view only (beyond the paper): each channel's gain is drawn from
+    [1 - j, 1 + j] and a brightness offset from [-j/2, j/2] (of full scale), per sample; the supervising views keep
+    their true colours. 0 draws nothing, so the sample's other random draws are unchanged.
     """
 
     input_size: int
@@ -184,6 +198,7 @@ class ViewsTransform:
     mask_threshold: float
     occupancy_points: int = 0
     near_fraction: float = 0.5
+    colour_jitter: float = 0.0
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> dict[str, Any] | None:
         if sample.info.kind != "views":
@@ -197,6 +212,8 @@ class ViewsTransform:
         chosen = rng.choice(others, self.supervision_views, replace=len(others) < self.supervision_views) \
             if self.supervision_views else np.zeros(0, dtype=int)
         crop = crop_to_mask(sample.images[first], sample.masks[first], self.input_size, self.mask_threshold)
+        image = jitter_colours(crop.image, crop.mask >= round(self.mask_threshold * 255), self.colour_jitter, rng) \
+            if self.colour_jitter > 0 else crop.image
         rgbs, masks, ks = [], [], []
         for i in chosen:
             img, msk, k = resize_view(sample.images[i], sample.masks[i], sample.intrinsics[i], self.supervision_size)
@@ -215,7 +232,7 @@ class ViewsTransform:
             points, labels = sample.occupancy.sample(self.occupancy_points, self.near_fraction, rng)
             extra = {"occupancy_points": torch.from_numpy(points), "occupancy_labels": torch.from_numpy(labels)}
         return {**extra,
-            "input": _to_chw(crop.image),
+            "input": _to_chw(image),
             "rgb": torch.from_numpy(np.stack(rgbs)) if rgbs else torch.zeros(0, size, size, 3),
             "mask": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size),
             "intrinsics": torch.from_numpy(np.stack(ks)) if ks else torch.zeros(0, 3, 3),

@@ -56,13 +56,14 @@ class PretrainConfig:
     occupancy_weight: float = 0.0        # 3D supervision (beyond the paper): weight of the occupancy BCE; 0 = off
     occupancy_points: int = 0            # labelled points per instance and step
     occupancy_near_fraction: float = 0.5  # share of them drawn around the surface (the rest uniform in the box)
+    input_colour_jitter: float = 0.0     # input-view colour augmentation (beyond the paper; ViewsTransform); 0 = off
 
     def __post_init__(self) -> None:
         check_values("pretrain", self, positive=("batch_size", "supervision_views", "rays_per_view", "epochs", "lr",
                                                  "plateau_factor", "checkpoint_every"),
                      non_negative=("plateau_threshold", "plateau_patience", "mask_weight", "colour_weight",
                                    "occupancy_weight", "occupancy_points"),
-                     fractions=("occupancy_near_fraction",))
+                     fractions=("occupancy_near_fraction", "input_colour_jitter"))
         if self.occupancy_weight > 0 and self.occupancy_points == 0:
             raise Ss3dError("[pretrain] occupancy_weight > 0 needs occupancy_points > 0")
 
@@ -89,7 +90,8 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     network.to(world.device)
     occupancy_points = cfg.occupancy_points if cfg.occupancy_weight > 0 else 0
     transform = ViewsTransform(network.config.input_size, data.supervision_size, cfg.supervision_views,
-                               data.mask_threshold, occupancy_points, cfg.occupancy_near_fraction)
+                               data.mask_threshold, occupancy_points, cfg.occupancy_near_fraction,
+                               cfg.input_colour_jitter)
     dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
