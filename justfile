@@ -60,14 +60,12 @@ meshes:
       fi
     fi
     all="{{pretrain_categories}},{{selftrain_categories}},{{heldout_categories}}"
+    pretrain=(--categories "{{pretrain_categories}}")
     if [ "{{pretrain_categories}}" = all ]; then  # every category but the self-training and held-out ones
-      all="{{test_categories}}"
-      ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl \
-        --exclude "{{selftrain_categories}},{{heldout_categories}}" --max-train {{max_train}} --max-val 0 --max-test 0
-    else
-      ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl \
-        --categories {{pretrain_categories}} --max-train {{max_train}} --max-val 0 --max-test 0
+      all="{{test_categories}}"; pretrain=(--exclude "{{selftrain_categories}},{{heldout_categories}}")
     fi
+    ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/pretrain.jsonl "${pretrain[@]}" \
+      --max-train {{max_train}} --max-val 0 --max-test 0
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/selftrain.jsonl \
       --categories {{selftrain_categories}} --max-train {{max_train}} --max-val 0 --max-test 0
     ss3d-data meshes select --manifest {{data}}/meshes.jsonl --out {{data}}/test.jsonl \

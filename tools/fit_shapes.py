@@ -22,7 +22,6 @@ nothing and scores a pretrained model the same way (its own extraction level; en
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import io
 import json
@@ -132,7 +131,7 @@ def main() -> int:
         return 1
     torch.manual_seed(args.seed)
     if not args.score:
-        net = ReconstructionNetwork(dataclasses.replace(config))
+        net = ReconstructionNetwork(config)
     if args.decoder == "triplane":
         net.decoder = TriplaneDecoder(config.latent_dim)
     with torch.no_grad():  # free latents start where an untrained encoder's outputs are
