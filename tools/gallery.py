@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,9 @@ def main() -> None:
     parser.add_argument("--shards", required=True, help="test shards (folder, glob or .tar)")
     parser.add_argument("--manifest", required=True, help="mesh manifest with the ground truth")
     parser.add_argument("--method", action="append", required=True, help="LABEL=CHECKPOINT (repeatable)")
+    parser.add_argument("--colours", action="append", default=[], metavar="LABEL=SOURCE",
+                        help="vertex colours of method LABEL: network or input (default: what its checkpoint "
+                        "records; repeatable)")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--per-category", type=int, default=1, help="test images per category")
     parser.add_argument("--categories", default="", help="comma-separated categories (default: all)")
@@ -47,11 +51,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112, help="pixels per view")
     args = parser.parse_args()
 
+    colours = dict(spec.rpartition("=")[::2] for spec in args.colours)
     methods = []
     for spec in args.method:
         label, _, path = spec.rpartition("=")  # labels may hold "=", paths rarely do
         network, meta, _ = load_for_inference(Path(path))
-        methods.append((label, network, *inference_settings(meta)))
+        extract, mask_threshold = inference_settings(meta)
+        if label in colours:
+            extract = replace(extract, colours=colours.pop(label))
+        methods.append((label, network, extract, mask_threshold))
+    if colours:
+        raise SystemExit(f"error: --colours names no --method label: {', '.join(colours)}")
     wanted = {c for c in args.categories.split(",") if c}
     taken: dict[str, int] = defaultdict(int)
     truth = GroundTruth(args.manifest)

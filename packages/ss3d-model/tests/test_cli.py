@@ -223,3 +223,19 @@ def test_info_checks_tensors_against_the_architecture(tmp_path, checkpoint):
     save_checkpoint(tmp_path / "renamed.safetensors", tensors, meta)
     one_line_error(runner.invoke(app, ["info", str(tmp_path / "renamed.safetensors")]),
                    "tensors do not match the model config")
+
+
+def test_colours_come_from_the_input_photo_or_the_network(tmp_path, checkpoint):
+    image = rgba_image(tmp_path / "chair.png")  # one orange object: every vertex the photo sees, or not, is orange
+    colours = {}
+    for source in ("input", "network"):
+        out = tmp_path / f"{source}.ply"
+        result = reconstruct("--checkpoint", checkpoint, "--image", image, "--out", out, "--colours", source)
+        assert result.exit_code == 0, result.output
+        colours[source] = trimesh.load(out, force="mesh").visual.vertex_colors[:, :3].astype(int)
+    assert np.abs(colours["input"] - [200, 60, 30]).max() <= 2
+    assert np.abs(colours["network"] - [200, 60, 30]).max(1).min() > 20  # an untrained decoder knows no orange
+    result = reconstruct("--checkpoint", checkpoint, "--image", image, "--out", tmp_path / "x.ply",
+                         "--colours", "photo")
+    assert result.exit_code != 0 and "--colours must be one of network, input" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x.ply").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -70,10 +70,15 @@ def reconstruct_command(
     preset: Annotated[str | None, typer.Option(
         "--preset", envvar="SS3D_PRESET", help="Preset whose [extract] settings mesh the field (default: those the "
         "checkpoint was trained with).")] = None,
+    colours: Annotated[str | None, typer.Option(
+        "--colours", help="Vertex colours: 'network' (the decoder's) or 'input' (the photo's, through the view that "
+        "best reproduces the mask; hidden parts get the object's mean colour). Default: the preset's [extract] "
+        "colours.")] = None,
 ) -> None:
     """Reconstruct a coloured mesh from each image (the paper's input preprocessing, then extraction). Images without a
     mask or alpha get an automatic one, saved next to the mesh so it can be checked, fixed and passed back."""
     from ss3d_data.errors import Ss3dError
+    from ss3d_model.config import COLOUR_SOURCES
     from ss3d_model.reconstruct import (
         inference_settings,
         load_for_inference,
@@ -86,9 +91,13 @@ def reconstruct_command(
     from ss3d_model.turntable import turntable as turntable_views
 
     positive("--threshold", threshold)
+    if colours is not None and colours not in COLOUR_SOURCES:
+        raise Ss3dError(f"--colours must be one of {', '.join(COLOUR_SOURCES)}, got {colours!r}")
     jobs = plan_jobs(image, mask, out, turntable, mesh_format, checkpoint)
     network, meta, compiled = load_for_inference(checkpoint, compile_decoder)
     extract, mask_threshold = inference_settings(meta, preset)
+    if colours is not None:
+        extract = replace(extract, colours=colours)
     if compile_decoder and not compiled:
         console.print("[yellow]torch.compile is unavailable here; using the eager decoder[/yellow]")
     with progress() as bar:

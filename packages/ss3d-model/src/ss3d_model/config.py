@@ -80,12 +80,22 @@ class VolumeConfig:
         return section_config(cls, preset.section("volume"), "volume")
 
 
+COLOUR_SOURCES = ("network", "input")
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     resolution: int           # marching-cubes cells per axis (128^3 equivalent in the paper preset)
     coarse_resolution: int    # first grid of the coarse-to-fine evaluation; resolution / this is a power of two
     density_threshold: float  # marching cubes on raw density at this level (3.0, authors' code)
     box_half_size: float      # the grid spans [-b, b]^3, a margin around the [-0.5, 0.5]^3 object box
+    # Vertex colours: "network" (the decoder's, the paper's) or "input" (the input photo's, through the view found
+    # by silhouette search: ss3d_model.input_view; beyond the paper). Optional so older checkpoints' records load.
+    colours: str = "network"
+
+    def __post_init__(self) -> None:
+        if self.colours not in COLOUR_SOURCES:
+            raise Ss3dError(f"[extract] colours must be one of {', '.join(COLOUR_SOURCES)}, got {self.colours!r}")
 
     @classmethod
     def from_preset(cls, preset: Preset) -> ExtractConfig:

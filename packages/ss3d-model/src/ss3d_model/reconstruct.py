@@ -19,6 +19,7 @@ from ss3d_data.presets import load_preset, section_config
 from ss3d_model.checkpoint import CheckpointMeta
 from ss3d_model.config import ExtractConfig, ModelConfig
 from ss3d_model.extract import extract_mesh
+from ss3d_model.input_view import InputView, fit_input_view, input_colours
 from ss3d_model.io import load_network, save_network
 from ss3d_model.network import ReconstructionNetwork, load_imagenet_encoder
 from ss3d_model.segment import auto_mask
@@ -109,7 +110,8 @@ def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_thresh
 def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, extract: ExtractConfig,
                      mask_threshold: float = 0.5, threshold: float | None = None) -> trimesh.Trimesh:
     """One segmented image -> coloured mesh in canonical units (``threshold`` overrides the preset's level).
-    :class:`~ss3d_data.errors.EmptySurface` when the density never reaches the level."""
+    :class:`~ss3d_data.errors.EmptySurface` when the density never reaches the level. With ``extract.colours ==
+    "input"`` the vertex colours come from the image (:func:`colour_from_input`)."""
     level = extract.density_threshold if threshold is None else threshold
     with torch.inference_mode():
         z = network.encode(image_tensor(rgb, mask, network.config.input_size, mask_threshold))
@@ -118,7 +120,24 @@ def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.n
     if len(mesh.faces) == 0:
         raise EmptySurface(f"no surface: the predicted density never reaches {level}",
                         hint="an untrained checkpoint predicts almost no density; try a lower --threshold")
+    if extract.colours == "input":
+        colour_from_input(mesh, rgb, mask, mask_threshold)
     return mesh
+
+
+COLOUR_CROP = 128  # colours are sampled from a 128 px crop: finer than a 64^3 mesh's vertex spacing
+
+
+def colour_from_input(mesh: trimesh.Trimesh, rgb: np.ndarray, mask: np.ndarray, mask_threshold: float = 0.5
+                      ) -> InputView:
+    """Replace ``mesh``'s vertex colours by the input image's, seen through the view that best reproduces the mask
+    (``ss3d_model.input_view``); returns that view (its ``silhouette_iou`` says how well the mesh fits the mask)."""
+    crop = crop_to_mask(rgb, mask, COLOUR_CROP, mask_threshold)
+    inside = crop.mask >= round(mask_threshold * 255)
+    view = fit_input_view(mesh.vertices, inside)
+    colours = input_colours(mesh.vertices, view, crop.image, inside)
+    mesh.visual.vertex_colors = np.concatenate([colours, np.full((len(colours), 1), 255, np.uint8)], 1)
+    return view
 
 
 def check_mesh_path(path: Path) -> str:
