@@ -174,3 +174,20 @@ def test_colour_jitter_changes_only_the_input_foreground(views_dir):
         assert torch.equal(plain[key], jittered[key]), key
     again = ViewsTransform(32, 24, 2, 0.5, colour_jitter=0.3)(sample, np.random.default_rng(3))
     assert torch.equal(again["input"], jittered["input"])                       # drawn from the sample's RNG
+
+
+def test_yaw_frame_turns_the_scene_so_the_input_camera_sits_at_azimuth_zero(occupancy_views_dir):
+    sample = next(iter(iter_samples(resolve_shards(str(occupancy_views_dir)))))
+    canonical = ViewsTransform(32, 24, 2, 0.5, occupancy_points=64)(sample, np.random.default_rng(5))
+    turned = ViewsTransform(32, 24, 2, 0.5, occupancy_points=64, yaw_frame=True)(sample, np.random.default_rng(5))
+    position = turned["input_cam2world"][:3, 3]
+    assert abs(position[0]) < 1e-5 and position[1] < 0                        # on -Y, as look_at's azimuth 0
+    assert abs(canonical["input_cam2world"][0, 3]) > 1e-3                      # (it was not there before)
+    # One rotation about Z for the whole scene: cameras relative to the input view, heights, labels unchanged.
+    turn = turned["input_cam2world"] @ torch.linalg.inv(canonical["input_cam2world"])
+    assert torch.allclose(turn[2], torch.tensor([0.0, 0.0, 1.0, 0.0]), atol=1e-5)
+    assert torch.allclose(turned["cam2world"], turn @ canonical["cam2world"], atol=1e-5)
+    assert torch.allclose(turned["occupancy_points"], canonical["occupancy_points"] @ turn[:3, :3].T, atol=1e-5)
+    assert torch.equal(turned["occupancy_labels"], canonical["occupancy_labels"])
+    for key in ("input", "rgb", "mask", "intrinsics"):
+        assert torch.equal(turned[key], canonical[key]), key

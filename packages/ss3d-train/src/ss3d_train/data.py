@@ -199,6 +199,7 @@ class ViewsTransform:
     occupancy_points: int = 0
     near_fraction: float = 0.5
     colour_jitter: float = 0.0
+    yaw_frame: bool = False
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> dict[str, Any] | None:
         if sample.info.kind != "views":
@@ -230,19 +231,35 @@ class ViewsTransform:
                                 "occupancy_weight needs", hint="write the views shards with `ss3d-data shard folders "
                                 "--manifest MESHES.jsonl` and a preset whose [data] occupancy_resolution is > 0")
             points, labels = sample.occupancy.sample(self.occupancy_points, self.near_fraction, rng)
+            if self.yaw_frame:
+                points = (points @ input_yaw(sample.cam2world[first])[:3, :3].T).astype(np.float32)
             extra = {"occupancy_points": torch.from_numpy(points), "occupancy_labels": torch.from_numpy(labels)}
+        poses = sample.cam2world.astype(np.float32)
+        if self.yaw_frame:
+            poses = (input_yaw(sample.cam2world[first]) @ poses).astype(np.float32)
         return {**extra,
             "input": _to_chw(image),
             "rgb": torch.from_numpy(np.stack(rgbs)) if rgbs else torch.zeros(0, size, size, 3),
             "mask": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size),
             "intrinsics": torch.from_numpy(np.stack(ks)) if ks else torch.zeros(0, 3, 3),
-            "cam2world": torch.from_numpy(sample.cam2world[chosen].astype(np.float32)),
+            "cam2world": torch.from_numpy(poses[chosen]),
             "input_intrinsics": torch.from_numpy(sample.intrinsics[first].astype(np.float32)),
-            "input_cam2world": torch.from_numpy(sample.cam2world[first].astype(np.float32)),
+            "input_cam2world": torch.from_numpy(poses[first]),
             "input_side": sample.images.shape[1],
             "category": sample.info.category,
             "key": sample.info.key,
         }
+
+
+def input_yaw(input_cam2world: np.ndarray) -> np.ndarray:
+    """[4, 4] rotation about Z that turns the scene so the input camera sits at azimuth 0 (on -Y, as
+    ``look_at``): shapes are then predicted in the input view's yaw frame, not the canonical one."""
+    x, y = float(input_cam2world[0, 3]), float(input_cam2world[1, 3])
+    azimuth = np.arctan2(x, -y)
+    c, s = np.cos(-azimuth), np.sin(-azimuth)
+    turn = np.eye(4)
+    turn[:2, :2] = [[c, -s], [s, c]]
+    return turn
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class PretrainConfig:
     occupancy_points: int = 0            # labelled points per instance and step
     occupancy_near_fraction: float = 0.5  # share of them drawn around the surface (the rest uniform in the box)
     input_colour_jitter: float = 0.0     # input-view colour augmentation (beyond the paper; ViewsTransform); 0 = off
+    input_yaw_frame: bool = False        # predict in the input camera's yaw frame (beyond the paper; ViewsTransform)
 
     def __post_init__(self) -> None:
         check_values("pretrain", self, positive=("batch_size", "supervision_views", "rays_per_view", "epochs", "lr",
@@ -91,7 +92,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     occupancy_points = cfg.occupancy_points if cfg.occupancy_weight > 0 else 0
     transform = ViewsTransform(network.config.input_size, data.supervision_size, cfg.supervision_views,
                                data.mask_threshold, occupancy_points, cfg.occupancy_near_fraction,
-                               cfg.input_colour_jitter)
+                               cfg.input_colour_jitter, cfg.input_yaw_frame)
     dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
