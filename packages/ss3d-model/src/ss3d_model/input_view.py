@@ -67,21 +67,14 @@ def camera_axes(elevation: float, azimuth: float, roll: float) -> np.ndarray:
     return np.stack([cr * right + sr * down, cr * down - sr * right, forward])
 
 
-def _normalise(uv: np.ndarray) -> tuple[np.ndarray, float]:
-    """Image-plane points -> (centre [2], crop sides per unit): the bounding box's longer side fills the crop."""
-    lo, hi = uv.min(0), uv.max(0)
-    return (lo + hi) / 2, 1.0 / max(float((hi - lo).max()), 1e-9)
-
-
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
-def _silhouette(uv: np.ndarray, size: int) -> np.ndarray:
-    """Pixel positions [N, 2] -> bool [size, size]: the pixels hit, closed by one pixel (a surface's vertices lie
-    about a pixel apart at the refine size, so single misses between them are filled)."""
+def _silhouette(columns: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """Pixel positions (x [N], y [N]) -> bool [size, size]: the pixels hit, closed by one pixel (a surface's vertices
+    lie about a pixel apart at the refine size, so single misses between them are filled)."""
     image = np.zeros((size, size), np.uint8)
-    ij = np.clip(np.floor(uv).astype(np.int64), 0, size - 1)
-    image[ij[:, 1], ij[:, 0]] = 1
+    image[np.clip(rows.astype(np.int64), 0, size - 1), np.clip(columns.astype(np.int64), 0, size - 1)] = 1
     return cv2.morphologyEx(image, cv2.MORPH_CLOSE, _CROSS).astype(bool) | image.astype(bool)
 
 
@@ -89,13 +82,20 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8) * 255, (size, size), interpolation=cv2.INTER_AREA) >= 128
 
 
-def _score(points: np.ndarray, mask: np.ndarray, angles: tuple[float, float, float]
+def _score(points_t: np.ndarray, mask: np.ndarray, angles: tuple[float, float, float]
            ) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """Silhouette IoU of ``points_t`` [3, N] (transposed: contiguous rows make the per-axis extremes cheap) seen
+    from ``angles`` (radians) against ``mask``, the projection normalised like the input crop: the bounding box's
+    longer side fills it, centred. -> (IoU, rotation, image-plane centre, crop sides per unit)."""
     size = mask.shape[0]
     rotation = camera_axes(*angles)
-    uv = points @ rotation[:2].T
-    centre, scale = _normalise(uv)
-    sil = _silhouette((uv - centre) * (scale * size) + size / 2, size)
+    u, v = rotation[:2] @ points_t
+    u_lo, u_hi, v_lo, v_hi = u.min(), u.max(), v.min(), v.max()
+    centre = np.array([(u_lo + u_hi) / 2, (v_lo + v_hi) / 2])
+    scale = 1.0 / max(u_hi - u_lo, v_hi - v_lo, 1e-9)
+    k = scale * size
+    # Positions lie in [0, size] by construction, so the integer cast in _silhouette is the floor.
+    sil = _silhouette((u - centre[0]) * k + size / 2, (v - centre[1]) * k + size / 2, size)
     union = np.count_nonzero(sil | mask)
     return (np.count_nonzero(sil & mask) / union if union else 0.0), rotation, centre, scale
 
@@ -112,7 +112,8 @@ def fit_input_view(points: np.ndarray, mask: np.ndarray) -> InputView:
     if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or not mask.any():
         raise Ss3dError("the input view is fitted to a square, non-empty mask crop")
     order = np.random.default_rng(0).permutation(len(points))
-    coarse_points, points = points[order[:COARSE_POINTS]], points[order[:REFINE_POINTS]]
+    coarse_points = np.ascontiguousarray(points[order[:COARSE_POINTS]].T)
+    points = np.ascontiguousarray(points[order[:REFINE_POINTS]].T)
     coarse_mask = _resize_mask(mask, SEARCH_SIZE)
     coarse = [(float(e), float(a), 0.0) for e in range(-80, 81, 10) for a in range(0, 360, 10)]
     start = max(coarse, key=lambda angles: _score(coarse_points, coarse_mask,
