@@ -4,7 +4,8 @@ viewing direction compared with the true camera's (the ``<prefix>.cameras.jsonl`
 
 For a shape with a mirror plane (most furniture: X = 0 in the canonical frame) an orthographic silhouette cannot
 tell the true camera from its twin on the other side of the object at the opposite elevation (camera position
-(x, y, z) -> (x, -y, -z)): both see the same outline. The twin is reported separately.
+(x, y, z) -> (x, -y, -z)): both see the same outline, and only perspective (the near side larger) separates them.
+The twin is reported separately.
 
     .venv/bin/python tools/input_view_check.py --shards shards/demo/shards/test --manifest shards/demo/test.jsonl
 """

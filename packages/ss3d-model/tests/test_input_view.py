@@ -11,7 +11,7 @@ from ss3d_data.preprocess import crop_to_mask
 from ss3d_data.presets import load_preset, section_config
 from ss3d_model.cameras import look_at
 from ss3d_model.config import ExtractConfig
-from ss3d_model.input_view import camera_axes, fit_input_view, hidden_vertices, input_colours
+from ss3d_model.input_view import CAMERA_DISTANCE, camera_axes, fit_input_view, hidden_vertices, input_colours
 from ss3d_model.raster import rasterise
 
 RED, BLUE = (220, 30, 30), (30, 40, 220)
@@ -30,12 +30,13 @@ def asymmetric_object() -> trimesh.Trimesh:
 
 
 def photo(mesh, elevation_deg, azimuth_deg, size=256):
-    """A far, narrow-angle camera's render (nearly orthographic) cropped like the model's input, and its camera."""
+    """A render by a camera at the renders' distance (about 40 degrees field of view), cropped like the model's
+    input, and its camera."""
     pose = look_at(torch.tensor(math.radians(elevation_deg)), torch.tensor(math.radians(azimuth_deg)),
-                   torch.tensor(12.0)).numpy()
-    image = rasterise(mesh.vertices, mesh.faces, pose, 1600.0, size,
+                   torch.tensor(CAMERA_DISTANCE)).numpy()
+    image = rasterise(mesh.vertices, mesh.faces, pose, 350.0, size,
                       colours=np.asarray(mesh.visual.vertex_colors)[:, :3], background=(0, 0, 0))
-    mask = (rasterise(mesh.vertices, mesh.faces, pose, 1600.0, size, background=(0, 0, 0))[..., 0] > 0)
+    mask = (rasterise(mesh.vertices, mesh.faces, pose, 350.0, size, background=(0, 0, 0))[..., 0] > 0)
     crop = crop_to_mask(image, mask.astype(np.uint8) * 255, 128)
     return crop.image, crop.mask >= 128, pose
 
@@ -58,10 +59,11 @@ def test_fit_input_view_finds_the_camera_that_drew_the_mask(elevation, azimuth):
 def test_fit_input_view_finds_a_rolled_camera():
     mesh = asymmetric_object()
     rotation = camera_axes(math.radians(25.0), math.radians(120.0), math.radians(10.0))
-    uv = mesh.vertices @ rotation[:2].T
+    cam = mesh.vertices @ rotation.T
+    uv = cam[:, :2] / (cam[:, 2:] + CAMERA_DISTANCE)
     lo, hi = uv.min(0), uv.max(0)
     pix = (uv - (lo + hi) / 2) * (127.0 / (hi - lo).max()) + 64
-    drawn = np.zeros((128, 128), bool)  # an orthographic mask, drawn by hand: roll is what the search must find
+    drawn = np.zeros((128, 128), bool)  # a mask drawn by hand, rolled: roll is what the search must find
     drawn[np.clip(pix[:, 1].astype(int), 0, 127), np.clip(pix[:, 0].astype(int), 0, 127)] = True
     drawn = cv2.morphologyEx(drawn.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
     view = fit_input_view(mesh.vertices, drawn)
