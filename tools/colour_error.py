@@ -34,18 +34,22 @@ from ss3d_model.reconstruct import colour_from_input, inference_settings, load_f
 WHITE = (255, 255, 255)
 
 
-def view_error(vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray, image: np.ndarray, mask: np.ndarray,
-               cam2world: np.ndarray, focal: float) -> tuple[float, int]:
-    """(mean absolute colour error over the overlap, overlap pixels) of a coloured mesh against one view."""
+def view_errors(vertices: np.ndarray, faces: np.ndarray, colourings: dict[str, np.ndarray], image: np.ndarray,
+                mask: np.ndarray, cam2world: np.ndarray, focal: float) -> tuple[dict[str, float], int]:
+    """({colouring: mean absolute colour error over the overlap}, overlap pixels) of one mesh, coloured each way,
+    against one view. The shading (a plain white render) is the same for every colouring, so it is drawn once."""
     size = image.shape[0]
     black = (0, 0, 0)
-    shaded = rasterise(vertices, faces, cam2world, focal, size, colours=colours, background=black)
     shade = rasterise(vertices, faces, cam2world, focal, size, colour=WHITE, background=black)[..., 0]
     overlap = (shade > 0) & (mask >= 128)
     if not overlap.any():
-        return 0.0, 0
-    unshaded = shaded[overlap].astype(np.float64) * (255.0 / shade[overlap, None])
-    return float(np.abs(np.clip(unshaded, 0, 255) - image[overlap]).mean()), int(overlap.sum())
+        return {}, 0
+    errors = {}
+    for name, colours in colourings.items():
+        shaded = rasterise(vertices, faces, cam2world, focal, size, colours=colours, background=black)
+        unshaded = shaded[overlap].astype(np.float64) * (255.0 / shade[overlap, None])
+        errors[name] = float(np.abs(np.clip(unshaded, 0, 255) - image[overlap]).mean())
+    return errors, int(overlap.sum())
 
 
 def main() -> None:
@@ -92,13 +96,13 @@ def main() -> None:
             "input": np.asarray(mesh.visual.vertex_colors)[:, :3],
             "input mean colour": np.tile(item.image[inside].mean(0), (len(vertices), 1)),
         }
-        for name, colours in colourings.items():
-            errors = [view_error(vertices, faces, colours, target.images[v], target.masks[v], target.cam2world[v],
-                                 float(target.intrinsics[v][0, 0]))
-                      for v in range(target.num_views) if not (same and v == args.input_view)]
-            pixels = sum(n for _, n in errors)
-            if pixels:
-                error = sum(e * n for e, n in errors) / pixels
+        views = [view_errors(vertices, faces, colourings, target.images[v], target.masks[v], target.cam2world[v],
+                             float(target.intrinsics[v][0, 0]))
+                 for v in range(target.num_views) if not (same and v == args.input_view)]
+        pixels = sum(n for _, n in views)
+        if pixels:
+            for name in colourings:
+                error = sum(errors[name] * n for errors, n in views if n) / pixels
                 totals[name].append(error)
                 per_category[item.info.category][name].append(error)
         print(item.key, {k: round(v[-1], 1) for k, v in totals.items()}, flush=True)

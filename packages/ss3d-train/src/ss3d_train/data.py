@@ -224,6 +224,7 @@ class ViewsTransform:
             masks.append(soft)
             ks.append(k)
         size = self.supervision_size
+        turn = input_yaw(sample.cam2world[first]) if self.yaw_frame else None  # the whole sample's turn about Z
         extra: dict[str, Any] = {}
         if self.occupancy_points:
             if sample.occupancy is None:
@@ -231,12 +232,10 @@ class ViewsTransform:
                                 "occupancy_weight needs", hint="write the views shards with `ss3d-data shard folders "
                                 "--manifest MESHES.jsonl` and a preset whose [data] occupancy_resolution is > 0")
             points, labels = sample.occupancy.sample(self.occupancy_points, self.near_fraction, rng)
-            if self.yaw_frame:
-                points = (points @ input_yaw(sample.cam2world[first])[:3, :3].T).astype(np.float32)
+            if turn is not None:
+                points = (points @ turn[:3, :3].T).astype(np.float32)
             extra = {"occupancy_points": torch.from_numpy(points), "occupancy_labels": torch.from_numpy(labels)}
-        poses = sample.cam2world.astype(np.float32)
-        if self.yaw_frame:
-            poses = (input_yaw(sample.cam2world[first]) @ poses).astype(np.float32)
+        poses = sample.cam2world.astype(np.float32) if turn is None else (turn @ sample.cam2world).astype(np.float32)
         return {**extra,
             "input": _to_chw(image),
             "rgb": torch.from_numpy(np.stack(rgbs)) if rgbs else torch.zeros(0, size, size, 3),
