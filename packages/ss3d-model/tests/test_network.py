@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -6,6 +7,7 @@ import torchvision
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import load_preset
+from ss3d_model.cameras import PHOTO_FOCAL_PER_SIDE, VIEW_DISTANCE, photo_projection
 from ss3d_model.config import ModelConfig, VolumeConfig
 from ss3d_model.network import ReconstructionNetwork, imagenet_weights_path, load_imagenet_encoder
 
@@ -200,3 +202,70 @@ def test_a_compiled_decoder_that_disagrees_with_the_eager_one_is_not_used(tiny_n
         assert not tiny_network.enable_compile()
         after = tiny_network.decode(z, points)
     torch.testing.assert_close(after, eager, rtol=0, atol=0)
+
+
+@pytest.fixture()
+def pixel_network(tiny_config) -> ReconstructionNetwork:
+    torch.manual_seed(0)
+    return ReconstructionNetwork(dataclasses.replace(tiny_config, pixel_features=4)).eval()
+
+
+def test_a_pixel_aligned_code_carries_the_feature_map_and_the_projection(pixel_network):
+    config = pixel_network.config
+    size = config.input_size
+    images = torch.rand(2, 3, size, size)
+    crop = torch.tensor([[1.0, 0.0, 0.0]] * 2)
+    projection = photo_projection(crop, size, size, size)
+    code = pixel_network.encode(images, projection)
+    side = config.feature_side
+    assert code.shape == (2, config.code_dim) == (2, config.latent_dim + 4 * side * side + 12)
+    _, features = pixel_network.encoder(images)
+    assert features.shape == (2, 4, side, side)      # the trunk's stride-4 map
+    torch.testing.assert_close(code[:, :config.latent_dim], pixel_network.encoder(images)[0])
+    torch.testing.assert_close(code[:, -12:].reshape(2, 3, 4), projection)
+    sigma, rgb = pixel_network.decode(code, torch.rand(2, 9, 3) - 0.5)
+    assert sigma.shape == (2, 9) and rgb.shape == (2, 9, 3)
+    with pytest.raises(Ss3dError, match="projection"):
+        pixel_network.encode(images)
+
+
+def test_points_read_the_feature_map_where_they_project(pixel_network):
+    """A feature map holding each cell's own column and row: a point reads back where it projects."""
+    config = pixel_network.config
+    side = config.feature_side
+    ramp = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1       # cell centres in [-1, 1]
+    features = torch.zeros(1, 4, side, side)
+    features[0, 0] = ramp[None, :]                                             # u
+    features[0, 1] = ramp[:, None]                                             # v
+    projection = photo_projection(torch.tensor([[1.0, 0.0, 0.0]]), config.input_size, config.input_size,
+                                  config.input_size)
+    code = torch.cat([torch.zeros(1, config.latent_dim), features.flatten(1), projection.flatten(1)], 1)
+    # Points in the view frame (camera on -Y at VIEW_DISTANCE looking at the origin, Z up): x right, z up.
+    points = torch.tensor([[[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.0, 0.3, -0.1], [-0.12, -0.2, 0.08]]])
+    read = pixel_network.pixel_features_at(code, points)[0]
+    depth = VIEW_DISTANCE + points[0, :, 1]
+    expected_u = PHOTO_FOCAL_PER_SIDE * points[0, :, 0] / depth * 2   # focal per side, over half the side
+    expected_v = -PHOTO_FOCAL_PER_SIDE * points[0, :, 2] / depth * 2
+    torch.testing.assert_close(read[:, 0], expected_u, atol=1e-5, rtol=0)
+    torch.testing.assert_close(read[:, 1], expected_v, atol=1e-5, rtol=0)
+    # Outside the crop: zeros (nothing is read from beyond the image).
+    far = pixel_network.pixel_features_at(code, torch.tensor([[[2.5, 0.0, 0.0]]]))
+    assert torch.all(far == 0)
+
+
+def test_pixel_features_change_the_field_only_where_points_project(pixel_network):
+    config = pixel_network.config
+    side = config.feature_side
+    projection = photo_projection(torch.tensor([[1.0, 0.0, 0.0]]), config.input_size, config.input_size,
+                                  config.input_size)
+    z = 0.2 * torch.randn(1, config.latent_dim)
+    features = torch.zeros(1, 4, side, side)
+    changed = features.clone()
+    changed[0, :, : side // 4, : side // 4] = 3.0                                # the crop's top-left corner
+    left_top = torch.tensor([[[-0.4, 0.0, 0.4]]])                              # projects there
+    right_bottom = torch.tensor([[[0.4, 0.0, -0.4]]])
+    with torch.no_grad():
+        for point, moves in ((left_top, True), (right_bottom, False)):
+            before = pixel_network.decode(torch.cat([z, features.flatten(1), projection.flatten(1)], 1), point)[0]
+            after = pixel_network.decode(torch.cat([z, changed.flatten(1), projection.flatten(1)], 1), point)[0]
+            assert bool((before != after).any()) == moves

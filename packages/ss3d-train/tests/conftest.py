@@ -194,7 +194,8 @@ def preset_with(base: Path, folder: Path, **sections: dict) -> Path:
     lines = ["[preset]", f'inherit = "{base}"']
     for section, values in sections.items():
         lines.append(f"[{section}]")
-        lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in values.items()]
+        lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {str(v).lower()}" if isinstance(v, bool)
+                  else f"{k} = {v!r}" for k, v in values.items()]
     path = folder / "override.toml"
     path.write_text("\n".join(lines).replace("'", '"') + "\n")
     return path

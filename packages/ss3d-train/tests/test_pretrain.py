@@ -12,7 +12,9 @@ import torch
 
 from ss3d_data import Ss3dError, iter_samples, load_preset, resolve_shards
 from ss3d_data.presets import section_config
-from ss3d_model import VolumeConfig, load_network, read_checkpoint_meta, state_path
+from ss3d_model import VolumeConfig, load_network, look_at, read_checkpoint_meta, state_path
+from ss3d_model.cameras import VIEW_DISTANCE, crop_projection, photo_projection
+from ss3d_model.reconstruct import encode_input
 from ss3d_train import PretrainConfig, RunOptions, pretrain
 from ss3d_train.data import ViewsTransform
 from ss3d_train.distributed import World
@@ -191,3 +193,63 @@ def test_yaw_frame_turns_the_scene_so_the_input_camera_sits_at_azimuth_zero(occu
     assert torch.equal(turned["occupancy_labels"], canonical["occupancy_labels"])
     for key in ("input", "rgb", "mask", "intrinsics"):
         assert torch.equal(turned[key], canonical[key]), key
+
+
+def test_view_frame_puts_the_input_camera_level_on_minus_y_and_keeps_every_image(occupancy_views_dir):
+    sample = next(iter(iter_samples(resolve_shards(str(occupancy_views_dir)))))
+    canonical = ViewsTransform(32, 24, 2, 0.5, occupancy_points=256)(sample, np.random.default_rng(5))
+    framed = ViewsTransform(32, 24, 2, 0.5, occupancy_points=256, view_frame=True)(sample,
+                                                                                  np.random.default_rng(5))
+    # The input camera becomes the view frame's camera, whatever its pose was.
+    view_camera = look_at(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(VIEW_DISTANCE))
+    torch.testing.assert_close(framed["input_cam2world"], view_camera, atol=1e-5, rtol=0)
+    assert not torch.allclose(canonical["input_cam2world"], view_camera, atol=1e-2)
+    # A similarity of the whole scene: every other view sees each point where it saw it before, and labelled points
+    # move with the scene (so every image and label is unchanged).
+    scale = VIEW_DISTANCE / float(canonical["input_cam2world"][:3, 3].norm())
+    turn = framed["input_cam2world"][:3, :3] @ canonical["input_cam2world"][:3, :3].T
+    torch.testing.assert_close(framed["occupancy_points"], scale * canonical["occupancy_points"] @ turn.T,
+                               atol=1e-5, rtol=0)
+    for key in ("input", "rgb", "mask", "intrinsics", "occupancy_labels", "input_crop"):
+        assert torch.equal(framed[key], canonical[key]), key
+
+    def pixels(points, intrinsics, cam2world):
+        camera = (points - cam2world[:3, 3]) @ cam2world[:3, :3]
+        image = camera @ intrinsics.T
+        return image[:, :2] / image[:, 2:]
+
+    for k in range(2):
+        torch.testing.assert_close(pixels(framed["occupancy_points"], framed["intrinsics"][k], framed["cam2world"][k]),
+                                   pixels(canonical["occupancy_points"], canonical["intrinsics"][k],
+                                          canonical["cam2world"][k]), atol=1e-3, rtol=0)
+    # The input view's projection carries the solid onto the input crop's mask.
+    projection = crop_projection(framed["input_intrinsics"][None], framed["input_cam2world"][None],
+                                 framed["input_crop"][None], 32)
+    # These renders' focal is 90 px at 48 px, the photo assumption's 1.875 per side: inference's projection is exact.
+    torch.testing.assert_close(photo_projection(framed["input_crop"][None], 48, 48, 32), projection, atol=1e-4,
+                               rtol=0)
+    inside = framed["occupancy_points"][framed["occupancy_labels"] > 0.5]
+    image = inside @ projection[0, :, :3].T + projection[0, :, 3]
+    column_row = ((image[:, :2] / image[:, 2:] + 1) * 16).long().clamp(0, 31)
+    foreground = framed["input"].sum(0) > 0
+    assert foreground[column_row[:, 1], column_row[:, 0]].float().mean() > 0.95
+
+
+@pytest.mark.slow
+def test_a_pixel_aligned_model_pretrains_and_reconstructs_in_its_view_frame(views_dir, small_preset, tmp_path,
+                                                                            override_preset):
+    preset = override_preset(small_preset, tmp_path, model={"pixel_features": 4})
+    final = pretrain([str(views_dir)], RunOptions(out=tmp_path / "run", preset=str(preset), epochs=2), init=None)
+    network, meta = load_network(final)
+    assert network.config.pixel_features == 4 and meta.stage == "pretrain"
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
+    sample = next(iter(iter_samples(resolve_shards(str(views_dir)))))
+    code = encode_input(network.eval(), sample.images[0], sample.masks[0])
+    assert code.shape == (1, network.config.code_dim)
+    with pytest.raises(Ss3dError, match="pixel_features > 0.*input_yaw_frame|input_yaw_frame.*pixel"):
+        (tmp_path / "yaw").mkdir()
+        yaw = override_preset(small_preset, tmp_path / "yaw", model={"pixel_features": 4},
+                              pretrain={"input_yaw_frame": True})
+        pretrain([str(views_dir)], RunOptions(out=tmp_path / "yaw", preset=str(yaw), epochs=1), init=None)

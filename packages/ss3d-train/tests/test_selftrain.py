@@ -17,7 +17,8 @@ from ss3d_model import (
     read_checkpoint_meta,
     save_network,
 )
-from ss3d_train import RunOptions, SparseRowAdam, read_cameras_state, selftrain
+from ss3d_model.reconstruct import init_checkpoint
+from ss3d_train import RunOptions, SparseRowAdam, distill, read_cameras_state, selftrain
 from ss3d_train.run import weights_fingerprint
 
 FACE_COLOURS = np.array([[230, 40, 40], [40, 200, 200], [40, 200, 40], [200, 40, 200], [40, 40, 230],
@@ -167,3 +168,15 @@ def test_selftrain_needs_one_category(tmp_path, collection_dirs, views_dir, smal
     with pytest.raises(Ss3dError, match="one category"):
         selftrain([str(collection_dirs["box"]), str(collection_dirs["ball"])], tmp_path / "none.safetensors",
                   RunOptions(out=tmp_path / "run", preset=str(small_preset)))
+
+
+def test_a_pixel_aligned_checkpoint_is_refused_by_selftraining_and_distillation(tmp_path, collection_dirs,
+                                                                                small_preset, override_preset):
+    preset = override_preset(small_preset, tmp_path, model={"pixel_features": 4})
+    init = tmp_path / "pixel.safetensors"
+    init_checkpoint(str(preset), init)
+    with pytest.raises(Ss3dError, match="pixel-aligned"):
+        selftrain([str(collection_dirs["box"])], init, RunOptions(out=tmp_path / "run", preset=str(small_preset)))
+    with pytest.raises(Ss3dError, match="teacher box is a pixel-aligned"):
+        distill([str(collection_dirs["box"])], {"box": init}, RunOptions(out=tmp_path / "d", preset=str(small_preset)))
+    assert not (tmp_path / "run" / "selftrain.safetensors").exists()

@@ -68,6 +68,43 @@ def pixel_rays(intrinsics: Tensor, cam2world: Tensor, pixels: Tensor) -> tuple[T
     return origins, directions
 
 
+# Pixel-aligned models predict in the input camera's view frame: the scene turned (and scaled) so the input camera
+# is ``look_at(0, 0, VIEW_DISTANCE)`` (on -Y, level, looking at the origin), whatever its true pose.
+# VIEW_DISTANCE is the renders' mean camera distance; PHOTO_FOCAL_PER_SIDE is the focal length assumed for an input
+# of unknown camera, per pixel of its longer side: the renders' (240 px at 128 px, 420 at 224), a 30-degree view.
+VIEW_DISTANCE = 3.0
+PHOTO_FOCAL_PER_SIDE = 1.875
+
+
+def crop_projection(intrinsics: Tensor, cam2world: Tensor, crop: Tensor, size: int) -> Tensor:
+    """The projection of a pixel-aligned network's input view.
+
+    intrinsics [B, 3, 3] and cam2world [B, 4, 4] of the original image; crop [B, 3] = (scale, offset x, offset y) of
+    :class:`ss3d_data.preprocess.Cropped` (original pixel p -> p * scale + offset in the ``size`` px crop)
+    -> P [B, 3, 4]: a point X maps to P [X; 1] = (u w, v w, w), (u, v) in the crop's [-1, 1] coordinates
+    (``grid_sample`` with ``align_corners=False``: -1 is the crop's left or top edge).
+    """
+    scale, offset = crop[:, 0], crop[:, 1:]
+    normalise = torch.zeros(crop.shape[0], 3, 3, dtype=intrinsics.dtype, device=intrinsics.device)
+    normalise[:, 0, 0] = normalise[:, 1, 1] = 2 * scale / size
+    normalise[:, :2, 2] = 2 * offset / size - 1
+    normalise[:, 2, 2] = 1
+    rotation, position = cam2world[:, :3, :3], cam2world[:, :3, 3:]
+    world2cam = torch.cat([rotation.transpose(1, 2), -rotation.transpose(1, 2) @ position], 2)
+    return normalise @ intrinsics @ world2cam
+
+
+def photo_projection(crop: Tensor, width: int, height: int, size: int) -> Tensor:
+    """:func:`crop_projection` of an input of unknown camera (every input at inference): the view frame's camera,
+    focal ``PHOTO_FOCAL_PER_SIDE`` x the image's longer side, principal point at the image centre. crop [B, 3] of a
+    ``width`` x ``height`` image -> P [B, 3, 4]."""
+    b = crop.shape[0]
+    focal = PHOTO_FOCAL_PER_SIDE * max(width, height)
+    k = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]], dtype=crop.dtype)
+    pose = look_at(torch.zeros(()), torch.zeros(()), torch.tensor(VIEW_DISTANCE)).to(crop.dtype)
+    return crop_projection(k.expand(b, 3, 3), pose.expand(b, 4, 4), crop, size)
+
+
 def sample_pixels(batch: int, count: int, size: int, generator: torch.Generator | None = None) -> Tensor:
     """Random pixel indices (x, y) as long [batch, count, 2], without repeats within an image when possible.
 

@@ -15,6 +15,8 @@ from ss3d_data.presets import Preset, section_config
 
 # Feature width of each supported torchvision trunk (its classifier removed).
 ENCODER_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+# Channels of the trunk's first two stages (strides 4 and 8): the pixel-aligned feature map's sources.
+ENCODER_STAGE_CHANNELS = {"resnet18": (64, 128), "resnet34": (64, 128), "resnet50": (256, 512)}
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class ModelConfig:
     # the density reach opaque levels in far fewer optimiser steps (the head's weights start at ~1e-3 and Adam moves
     # them by about lr per step), which is what short CPU runs need; the function family is unchanged.
     density_scale: float = 1.0
+    # Pixel-aligned decoding (beyond the paper; 0 = off, the paper's global latent only): every 3D point also reads
+    # this many channels of an image feature map (the trunk's stride-4 and stride-8 stages) where it projects into
+    # the input view. Such a model predicts shapes in the input camera's view frame (ss3d_model.cameras.view_frame),
+    # where that projection is known for any input.
+    pixel_features: int = 0
 
     def __post_init__(self) -> None:
         if self.encoder_arch not in ENCODER_FEATURES:
@@ -42,11 +49,27 @@ class ModelConfig:
             raise Ss3dError(f"model omega0 must be positive, got {self.omega0}")
         if not self.density_scale > 0:
             raise Ss3dError(f"model density_scale must be positive, got {self.density_scale}")
+        if self.pixel_features < 0:
+            raise Ss3dError(f"model pixel_features must be 0 (off) or positive, got {self.pixel_features}")
 
     @property
     def latent_dim(self) -> int:
         """Size of z: a frequency and a phase vector (H each) for every modulated layer."""
         return 2 * self.modulated_layers * self.hidden
+
+    @property
+    def feature_side(self) -> int:
+        """Side of the pixel-aligned feature map: the trunk's stride-4 stage (7x7/2 convolution, 3x3/2 pooling)."""
+        after_conv = (self.input_size - 1) // 2 + 1
+        return (after_conv - 1) // 2 + 1
+
+    @property
+    def code_dim(self) -> int:
+        """Size of an image's code, what ``encode`` returns: z, then (pixel-aligned models) the feature map and the
+        input view's 3x4 projection, flattened."""
+        if not self.pixel_features:
+            return self.latent_dim
+        return self.latent_dim + self.pixel_features * self.feature_side ** 2 + 12
 
     @classmethod
     def from_preset(cls, preset: Preset) -> ModelConfig:

@@ -22,16 +22,18 @@ import torchvision
 from torch import Tensor, nn
 
 from ss3d_data.errors import Ss3dError
-from ss3d_model.config import ENCODER_FEATURES, ModelConfig
+from ss3d_model.config import ENCODER_FEATURES, ENCODER_STAGE_CHANNELS, ModelConfig
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageEncoder(nn.Module):
-    """Images [B, 3, S, S] in [0, 1] -> latent z [B, Z]."""
+    """Images [B, 3, S, S] in [0, 1] -> latent z [B, Z] (and, with ``pixel_features`` C > 0, a feature map
+    [B, C, s, s] at the trunk's stride 4: its stride-4 and stride-8 stages, the latter upsampled, mixed by a 1x1
+    convolution)."""
 
-    def __init__(self, arch: str, latent_dim: int) -> None:
+    def __init__(self, arch: str, latent_dim: int, pixel_features: int = 0) -> None:
         super().__init__()
         self.trunk = getattr(torchvision.models, arch)(weights=None)
         self.trunk.fc = nn.Identity()
@@ -41,13 +43,26 @@ class ImageEncoder(nn.Module):
         self.residual_in = nn.Linear(latent_dim, latent_dim)
         self.residual_out = nn.Linear(latent_dim, latent_dim)
         self.act = nn.LeakyReLU(0.01)
+        self.pixel = nn.Conv2d(sum(ENCODER_STAGE_CHANNELS[arch]), pixel_features, 1) if pixel_features else None
         # Not persistent: constants, not weights; keeps checkpoints free of them.
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: Tensor) -> Tensor:
-        x = self.trunk((images - self.mean) / self.std)
-        x = self.act(self.norm(self.project(x)))
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """-> (z [B, Z], feature map [B, C, s, s] or None)."""
+        x = (images - self.mean) / self.std
+        if self.pixel is None:
+            return self._latent(self.trunk(x)), None
+        t = self.trunk  # torchvision's ResNet.forward, stage by stage, to keep the early stages' maps
+        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        first = t.layer1(x)
+        second = t.layer2(first)
+        pooled = torch.flatten(t.avgpool(t.layer4(t.layer3(second))), 1)
+        upsampled = nn.functional.interpolate(second, size=first.shape[-2:], mode="bilinear", align_corners=False)
+        return self._latent(pooled), self.pixel(torch.cat([first, upsampled], 1))
+
+    def _latent(self, pooled: Tensor) -> Tensor:
+        x = self.act(self.norm(self.project(pooled)))
         x = x + self.residual_out(self.act(self.residual_in(x)))
         return self.act(x)
 
@@ -59,12 +74,14 @@ LEAN_MIN_VALUES = 1 << 26
 
 
 class FilmSirenDecoder(nn.Module):
-    """(z [B, Z], points [B, N, 3]) -> raw [B, N, 4] = (rgb logits [3], sigma before ReLU [1])."""
+    """(z [B, Z], points [B, N, 3], optional pixel features [B, N, C]) -> raw [B, N, 4] = (rgb logits [3], sigma
+    before ReLU [1]). Pixel features enter the first sine layer as a per-point phase: sin(omega (W0 p + b0) + Wf f)."""
 
-    def __init__(self, hidden: int, modulated_layers: int, omega0: float) -> None:
+    def __init__(self, hidden: int, modulated_layers: int, omega0: float, pixel_features: int = 0) -> None:
         super().__init__()
         self.hidden, self.layers_count, self.omega0 = hidden, modulated_layers, omega0
         self.first = nn.Linear(3, hidden)
+        self.pixel = nn.Linear(pixel_features, hidden) if pixel_features else None
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(modulated_layers))
         self.head = nn.Linear(hidden, 4)
         with torch.no_grad():
@@ -77,7 +94,7 @@ class FilmSirenDecoder(nn.Module):
             # point under ReLU's flat side at init, and no gradient would ever reach the field.
             self.head.bias.zero_()
 
-    def forward(self, z: Tensor, points: Tensor) -> Tensor:
+    def forward(self, z: Tensor, points: Tensor, pixel: Tensor | None = None) -> Tensor:
         b, n, _ = points.shape
         lh = self.layers_count * self.hidden
         freq = (z[:, :lh] + 1.0).view(b, self.layers_count, 1, self.hidden)
@@ -88,14 +105,15 @@ class FilmSirenDecoder(nn.Module):
         offset = torch.addcmul(shift, scale, torch.stack([layer.bias for layer in self.layers])[:, None])
         training = torch.is_grad_enabled()
         lean = b * n * self.hidden * self.layers_count >= LEAN_MIN_VALUES  # where the memory matters
-        if training and lean and not torch.is_autocast_enabled(points.device.type):
+        if training and lean and pixel is None and not torch.is_autocast_enabled(points.device.type):
             weights = torch.stack([layer.weight for layer in self.layers])
             return _LeanFilmSiren.apply(points, scale, offset, self.first.weight, self.first.bias, weights,
                                         self.head.weight, self.head.bias, self.omega0)
         # Inference (nothing saved for backward: the product's memory is reused in place), or training: small
         # calls and autocast (whose mixed dtypes the lean pass's hand-written backward does not handle) run plain
         # autograd.
-        h = torch.sin(self.omega0 * self.first(points))
+        h = self.omega0 * self.first(points)
+        h = torch.sin(h if pixel is None else h + self.pixel(pixel))
         for i, layer in enumerate(self.layers):
             product = torch.matmul(h, layer.weight.t())
             h = torch.sin(torch.addcmul(offset[:, i], product, scale[:, i])) if training else \
@@ -166,30 +184,63 @@ class _LeanFilmSiren(torch.autograd.Function):
 
 
 class ReconstructionNetwork(nn.Module):
-    """Image-conditioned radiance field: ``encode`` an image to z, ``decode`` z at canonical-frame points."""
+    """Image-conditioned radiance field: ``encode`` an image to its code, ``decode`` the code at points.
+
+    The code of the paper's network is z [B, latent_dim], and points are in the canonical frame. A pixel-aligned
+    network (``config.pixel_features`` > 0) appends its feature map and the input view's projection (3x4, points ->
+    feature-map coordinates in [-1, 1], homogeneous) to z, and its points are in the input camera's view frame.
+    Either way the code is one [B, code_dim] tensor that every stage passes around unopened.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = ImageEncoder(config.encoder_arch, config.latent_dim)
-        self.decoder = FilmSirenDecoder(config.hidden, config.modulated_layers, config.omega0)
+        self.encoder = ImageEncoder(config.encoder_arch, config.latent_dim, config.pixel_features)
+        self.decoder = FilmSirenDecoder(config.hidden, config.modulated_layers, config.omega0, config.pixel_features)
         self._decoder_fn = None  # a compiled decoder function after enable_compile(); None = eager module
 
-    def encode(self, images: Tensor) -> Tensor:
-        """images [B, 3, S, S] float in [0, 1] -> z [B, latent_dim]."""
+    def encode(self, images: Tensor, projection: Tensor | None = None) -> Tensor:
+        """images [B, 3, S, S] float in [0, 1] (and, for a pixel-aligned network, the input view's projection
+        [B, 3, 4]: :func:`ss3d_model.cameras.crop_projection`) -> code [B, code_dim]."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise Ss3dError(f"images must be [B, 3, S, S], got {list(images.shape)}")
-        return self.encoder(images)
+        z, features = self.encoder(images)
+        if features is None:
+            return z
+        if projection is None or projection.shape != (images.shape[0], 3, 4):
+            raise Ss3dError(f"a pixel-aligned network needs the input views' projections [{images.shape[0]}, 3, 4], "
+                            f"got {None if projection is None else list(projection.shape)}")
+        return torch.cat([z, features.flatten(1), projection.to(z.dtype).flatten(1)], 1)
 
     def decode(self, z: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-        """z [B, Z], points [B, N, 3] -> (sigma_raw [B, N] before ReLU, rgb_logits [B, N, 3] before sigmoid)."""
-        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
-            raise Ss3dError(f"z must be [B, {self.config.latent_dim}], got {list(z.shape)}")
+        """code [B, code_dim], points [B, N, 3] -> (sigma_raw [B, N] before ReLU, rgb_logits [B, N, 3] before
+        sigmoid)."""
+        config = self.config
+        if z.ndim != 2 or z.shape[1] != config.code_dim:
+            raise Ss3dError(f"z must be [B, {config.code_dim}], got {list(z.shape)}")
         if points.ndim != 3 or points.shape[2] != 3 or points.shape[0] != z.shape[0]:
             raise Ss3dError(f"points must be [{z.shape[0]}, N, 3], got {list(points.shape)}")
-        raw = (self._decoder_fn or self.decoder)(z, points)
-        sigma = raw[..., 3] if self.config.density_scale == 1.0 else raw[..., 3] * self.config.density_scale
+        pixel = None
+        if config.pixel_features:
+            pixel = self.pixel_features_at(z, points)
+            z = z[:, :config.latent_dim]
+        raw = (self._decoder_fn or self.decoder)(z, points, pixel)
+        sigma = raw[..., 3] if config.density_scale == 1.0 else raw[..., 3] * config.density_scale
         return sigma, raw[..., :3]
+
+    def pixel_features_at(self, code: Tensor, points: Tensor) -> Tensor:
+        """The feature map sampled (bilinear, zero outside) where points [B, N, 3] project -> [B, N, C]."""
+        config = self.config
+        b, c, side = code.shape[0], config.pixel_features, config.feature_side
+        start = config.latent_dim + c * side * side
+        features = code[:, config.latent_dim:start].reshape(b, c, side, side)
+        projection = code[:, start:].reshape(b, 3, 4)
+        image = torch.matmul(points, projection[:, :, :3].transpose(1, 2)) + projection[:, None, :, 3]
+        # Points behind the camera (never inside the volume) would flip sign: held at a small positive depth.
+        grid = image[..., :2] / image[..., 2:].clamp_min(1e-6)
+        sampled = nn.functional.grid_sample(features, grid[:, :, None], mode="bilinear", padding_mode="zeros",
+                                            align_corners=False)                      # [B, C, N, 1]
+        return sampled[..., 0].transpose(1, 2)
 
     def enable_compile(self) -> bool:
         """Run the decoder through ``torch.compile`` for inference (dynamic shapes: varying point counts do not
@@ -206,13 +257,18 @@ class ReconstructionNetwork(nn.Module):
             generator = torch.Generator().manual_seed(0)
             probe_z = (0.2 * torch.randn(1, self.config.latent_dim, generator=generator)).to(device)
             probe_points = (torch.rand(1, 17, 3, generator=generator) - 0.5).to(device)
+            probe_pixel = None
+            if self.config.pixel_features:
+                probe_pixel = torch.randn(1, 17, self.config.pixel_features, generator=generator).to(device)
             # Compile now (and fail here if it must), in inference mode: the mode extraction runs in, since a
             # grad-mode change would recompile.
             # One point is a size torch specialises on (0/1 specialisation): compile that variant now as well, so
             # extraction's occasional single-point calls never stall on a compile.
             with torch.inference_mode():
-                for points in (probe_points, probe_points[:, :1]):
-                    if not torch.allclose(compiled(probe_z, points), self.decoder(probe_z, points),
+                for count in (17, 1):
+                    points = probe_points[:, :count]
+                    pixel = None if probe_pixel is None else probe_pixel[:, :count]
+                    if not torch.allclose(compiled(probe_z, points, pixel), self.decoder(probe_z, points, pixel),
                                           rtol=1e-4, atol=1e-4):
                         raise RuntimeError("the compiled decoder disagrees with the eager one")
         except Exception:  # any compiler failure or miscompile: stay eager, correct and slower
@@ -224,8 +280,8 @@ class ReconstructionNetwork(nn.Module):
     def disable_compile(self) -> None:
         self._decoder_fn = None
 
-    def forward(self, images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-        return self.decode(self.encode(images), points)
+    def forward(self, images: Tensor, points: Tensor, projection: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.decode(self.encode(images, projection), points)
 
 
 def imagenet_weights_path(arch: str) -> Path:

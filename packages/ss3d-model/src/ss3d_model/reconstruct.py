@@ -14,8 +14,9 @@ from PIL import Image, ImageOps
 from ss3d_data.atomic import atomic_write, atomic_write_bytes
 from ss3d_data.config import data_config
 from ss3d_data.errors import EmptySurface, Ss3dError
-from ss3d_data.preprocess import crop_to_mask
+from ss3d_data.preprocess import Cropped, crop_to_mask
 from ss3d_data.presets import load_preset, section_config
+from ss3d_model.cameras import photo_projection
 from ss3d_model.checkpoint import CheckpointMeta
 from ss3d_model.config import ExtractConfig, ModelConfig
 from ss3d_model.extract import extract_mesh
@@ -96,15 +97,35 @@ def load_input(image_path: Path, mask_path: Path | None = None) -> LoadedInput:
         raise Ss3dError(f"{image_path}: {err}", hint=err.hint) from None
 
 
-def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> torch.Tensor:
-    """The paper's preprocessing (crop to the mask box, resize, zero-pad) -> [1, 3, S, S] float in [0, 1]. An object
-    whose mask box is under ``MIN_SIDE`` px on its longer side is refused: scaled up to S it is only a blur."""
+def input_crop(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> Cropped:
+    """The paper's preprocessing (crop to the mask box, resize, zero-pad). An object whose mask box is under
+    ``MIN_SIDE`` px on its longer side is refused: scaled up to the input size it is only a blur."""
     rows, cols = np.nonzero(np.asarray(mask) >= round(mask_threshold * 255))
     if len(rows) and max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 < MIN_SIDE:
         raise Ss3dError(f"the object is only {cols.max() - cols.min() + 1}x{rows.max() - rows.min() + 1} px in the "
                         f"mask; at least {MIN_SIDE} px are needed", hint="use a larger photo of the object")
-    cropped = crop_to_mask(rgb, mask, input_size, mask_threshold)
+    return crop_to_mask(rgb, mask, input_size, mask_threshold)
+
+
+def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> torch.Tensor:
+    """:func:`input_crop` -> [1, 3, S, S] float in [0, 1]."""
+    cropped = input_crop(rgb, mask, input_size, mask_threshold)
     return torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0
+
+
+def encode_input(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, mask_threshold: float = 0.5
+                 ) -> torch.Tensor:
+    """One segmented image -> its code [1, code_dim] (a pixel-aligned network's input view is the view frame's
+    camera: ``ss3d_model.cameras.photo_projection``)."""
+    size = network.config.input_size
+    cropped = input_crop(rgb, mask, size, mask_threshold)
+    images = torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0
+    projection = None
+    if network.config.pixel_features:
+        crop = torch.tensor([[cropped.scale, *cropped.offset]], dtype=torch.float32)
+        projection = photo_projection(crop, rgb.shape[1], rgb.shape[0], size)
+    device = next(network.parameters()).device
+    return network.encode(images.to(device), None if projection is None else projection.to(device))
 
 
 def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, extract: ExtractConfig,
@@ -114,7 +135,7 @@ def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.n
     "input"`` the vertex colours come from the image (:func:`colour_from_input`)."""
     level = extract.density_threshold if threshold is None else threshold
     with torch.inference_mode():
-        z = network.encode(image_tensor(rgb, mask, network.config.input_size, mask_threshold))
+        z = encode_input(network, rgb, mask, mask_threshold)
         mesh = extract_mesh(network, z[0], extract.resolution, extract.coarse_resolution, level,
                             extract.box_half_size)
     if len(mesh.faces) == 0:

@@ -34,6 +34,7 @@ from ss3d_data.shards import (
     shard_index_entry,
     shard_prefix,
 )
+from ss3d_model.cameras import VIEW_DISTANCE
 
 Transform = Callable[[Sample, np.random.Generator], dict[str, Any] | None]
 
@@ -187,6 +188,9 @@ class ViewsTransform:
     ``occupancy_points`` P > 0 also occupancy_points [P, 3] and occupancy_labels [P] drawn from the sample's
     occupancy grid (a ``near_fraction`` share around the surface).
 
+    ``view_frame`` (pixel-aligned models) puts the whole sample in the input camera's view frame
+    (:func:`view_frame`); ``input_crop`` [3] (the input crop's scale and offset) is always given.
+
     ``colour_jitter`` j > 0 augments the input view only (beyond the paper): each channel's gain is drawn from
     [1 - j, 1 + j] and a brightness offset from [-j/2, j/2] (of full scale), per sample; the supervising views keep
     their true colours. 0 draws nothing, so the sample's other random draws are unchanged.
@@ -200,6 +204,7 @@ class ViewsTransform:
     near_fraction: float = 0.5
     colour_jitter: float = 0.0
     yaw_frame: bool = False
+    view_frame: bool = False
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> dict[str, Any] | None:
         if sample.info.kind != "views":
@@ -224,7 +229,12 @@ class ViewsTransform:
             masks.append(soft)
             ks.append(k)
         size = self.supervision_size
-        turn = input_yaw(sample.cam2world[first]) if self.yaw_frame else None  # the whole sample's turn about Z
+        # The whole sample's turn (about Z for the yaw frame) and scale (the view frame's).
+        turn, scale = None, 1.0
+        if self.yaw_frame:
+            turn = input_yaw(sample.cam2world[first])
+        elif self.view_frame:
+            turn, scale = view_frame(sample.cam2world[first])
         extra: dict[str, Any] = {}
         if self.occupancy_points:
             if sample.occupancy is None:
@@ -233,9 +243,13 @@ class ViewsTransform:
                                 "--manifest MESHES.jsonl` and a preset whose [data] occupancy_resolution is > 0")
             points, labels = sample.occupancy.sample(self.occupancy_points, self.near_fraction, rng)
             if turn is not None:
-                points = (points @ turn[:3, :3].T).astype(np.float32)
+                points = (scale * points @ turn[:3, :3].T).astype(np.float32)
             extra = {"occupancy_points": torch.from_numpy(points), "occupancy_labels": torch.from_numpy(labels)}
-        poses = sample.cam2world.astype(np.float32) if turn is None else (turn @ sample.cam2world).astype(np.float32)
+        poses = sample.cam2world.astype(np.float32)
+        if turn is not None:
+            poses = turn @ sample.cam2world
+            poses[:, :3, 3] *= scale
+            poses = poses.astype(np.float32)
         return {**extra,
             "input": _to_chw(image),
             "rgb": torch.from_numpy(np.stack(rgbs)) if rgbs else torch.zeros(0, size, size, 3),
@@ -245,6 +259,7 @@ class ViewsTransform:
             "input_intrinsics": torch.from_numpy(sample.intrinsics[first].astype(np.float32)),
             "input_cam2world": torch.from_numpy(poses[first]),
             "input_side": sample.images.shape[1],
+            "input_crop": torch.tensor([crop.scale, *crop.offset], dtype=torch.float32),
             "category": sample.info.category,
             "key": sample.info.key,
         }
@@ -259,6 +274,23 @@ def input_yaw(input_cam2world: np.ndarray) -> np.ndarray:
     turn = np.eye(4)
     turn[:2, :2] = [[c, -s], [s, c]]
     return turn
+
+
+def view_frame(input_cam2world: np.ndarray) -> tuple[np.ndarray, float]:
+    """The input camera's view frame: ([4, 4] rotation about the origin, scale) that take the scene to where the
+    camera, turned by the rotation and its position scaled, is ``look_at(0, 0, VIEW_DISTANCE)`` (level on -Y,
+    looking at the origin). Scaling fixes the camera's distance, so that the same projection
+    (:func:`ss3d_model.cameras.photo_projection`) serves every input; the object is scaled with the scene."""
+    rotation = input_cam2world[:3, :3].astype(np.float64)
+    position = input_cam2world[:3, 3].astype(np.float64)
+    distance = float(np.linalg.norm(position))
+    if distance <= 0:
+        raise Ss3dError("an input camera at the origin has no view frame")
+    # The view frame's camera axes (look_at(0, 0, d)): x = +X, y = -Z, z = +Y.
+    target = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+    turn = np.eye(4)
+    turn[:3, :3] = target @ rotation.T
+    return turn, VIEW_DISTANCE / distance
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from ss3d_train.loop import (
     new_position,
     run_stage,
 )
-from ss3d_train.objectives import FieldObjective, build_student, load_teacher
+from ss3d_train.objectives import FieldObjective, build_student, load_teacher, require_canonical_frame
 from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun
 
 SYNTHETIC = "__synthetic__"  # teacher key of the synthetic-only model
@@ -134,6 +134,8 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     if synthetic is not None:
         teachers[SYNTHETIC] = load_teacher(synthetic, world.device)
     student, encoder_init, _ = build_student(preset, init, options.seed)
+    for name, network in [*teachers.items(), ("the student", student)]:
+        require_canonical_frame(network, "distill", name if name == "the student" else f"teacher {name}")
     student.to(world.device)
     parents = {c: str(p) for c, p in experts.items()} | ({SYNTHETIC: str(synthetic)} if synthetic else {}) \
         | ({STUDENT_INIT: str(init)} if init else {})

@@ -49,6 +49,15 @@ def build_student(preset: Preset, init: str | Path | None, seed: int) -> tuple[R
     return network, encoder_init, []
 
 
+def require_canonical_frame(network: ReconstructionNetwork, stage: str, what: str) -> None:
+    """Self-training and distillation work in the canonical frame (cameras per image, points shared by teachers and
+    student); a pixel-aligned network predicts in each input's view frame, so they refuse it with one line."""
+    if network.config.pixel_features:
+        raise Ss3dError(f"{stage}: {what} is a pixel-aligned model ([model] pixel_features > 0), which predicts in "
+                        f"each input's view frame; {stage} needs the canonical frame",
+                        hint="pixel-aligned models are pretrained and evaluated on their own (docs/quality.md)")
+
+
 def load_teacher(path: str | Path, device: torch.device) -> ReconstructionNetwork:
     """A frozen teacher: eval mode, no gradients."""
     network, _ = load_network(path, map_location=device)
@@ -170,21 +179,21 @@ class RenderObjective(nn.Module):
         return mask.float(), rgb.float()
 
     def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                jitter: Tensor) -> tuple[Tensor, Tensor]:
+                jitter: Tensor, projection: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """images [B, 3, S, S]; origins, directions [B, R, 3]; near, far [B, R]; jitter [B, R, samples]
-        -> mask [B, R], rgb [B, R, 3]."""
+        (projection [B, 3, 4]: pixel-aligned networks) -> mask [B, R], rgb [B, R, 3]."""
         with autocast(self.precision, images.device):
-            return self.render(self.network.encode(images), origins, directions, near, far, jitter)
+            return self.render(self.network.encode(images, projection), origins, directions, near, far, jitter)
 
 
 class ShapeObjective(RenderObjective):
     """Pretraining's forward pass with 3D supervision: render rays and also query the field at labelled points."""
 
     def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                jitter: Tensor, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                jitter: Tensor, points: Tensor, projection: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """As :class:`RenderObjective`, plus points [B, P, 3] -> mask [B, R], rgb [B, R, 3], sigma_raw [B, P]."""
         with autocast(self.precision, images.device):
-            z = self.network.encode(images)
+            z = self.network.encode(images, projection)
             mask, rgb = self.render(z, origins, directions, near, far, jitter)
             sigma, _ = self.network.decode(z, points)
         return mask, rgb, sigma.float()

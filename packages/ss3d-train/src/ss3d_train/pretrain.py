@@ -24,6 +24,7 @@ from ss3d_data.config import data_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import VolumeConfig
+from ss3d_model.cameras import crop_projection
 from ss3d_model.config import ExtractConfig
 from ss3d_train.data import ShardDataset, ViewsTransform, data_manifest_hash, index_categories, make_loader, shards_from
 from ss3d_train.distributed import World, all_mean, setup_world, teardown_world, wrap_ddp
@@ -90,9 +91,13 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
     network, encoder_init, parents = build_student(preset, init, options.seed)
     network.to(world.device)
     occupancy_points = cfg.occupancy_points if cfg.occupancy_weight > 0 else 0
+    pixel_aligned = network.config.pixel_features > 0
+    if pixel_aligned and cfg.input_yaw_frame:
+        raise Ss3dError("[pretrain] input_yaw_frame and a pixel-aligned model ([model] pixel_features > 0) exclude "
+                        "each other: the latter predicts in the input camera's view frame")
     transform = ViewsTransform(network.config.input_size, data.supervision_size, cfg.supervision_views,
                                data.mask_threshold, occupancy_points, cfg.occupancy_near_fraction,
-                               cfg.input_colour_jitter, cfg.input_yaw_frame)
+                               cfg.input_colour_jitter, cfg.input_yaw_frame, view_frame=pixel_aligned)
     dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)
     optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
@@ -176,10 +181,14 @@ def _pretrain_loss(objective, batch: dict[str, Any], cfg: PretrainConfig, volume
                            generator)
     per_object = {name: value.reshape(b, k * cfg.rays_per_view, *value.shape[2:]) for name, value in rays.items()}
     jitter = depth_jitter(per_object["near"].shape, volume.samples_per_ray, generator, device)
-    args = (batch["input"].to(device), per_object["origins"], per_object["directions"], per_object["near"],
-            per_object["far"], jitter)
+    images = batch["input"].to(device)
+    args = (images, per_object["origins"], per_object["directions"], per_object["near"], per_object["far"], jitter)
+    # Pixel-aligned networks read the input view's projection (the batch is then in its view frame).
+    projection = crop_projection(batch["input_intrinsics"], batch["input_cam2world"], batch["input_crop"],
+                                 images.shape[-1]).to(device) if _pixel_aligned(objective) else None
     labelled = "occupancy_points" in batch
-    outputs = objective(*args, batch["occupancy_points"].to(device)) if labelled else objective(*args)
+    outputs = objective(*args, batch["occupancy_points"].to(device), projection=projection) if labelled else \
+        objective(*args, projection=projection)
     rendered = render_loss(outputs[0], outputs[1], per_object["target_mask"], per_object["target_rgb"],
                            cfg.mask_weight, cfg.colour_weight)
     if not labelled:
@@ -187,3 +196,7 @@ def _pretrain_loss(objective, batch: dict[str, Any], cfg: PretrainConfig, volume
     occupancy = occupancy_loss(outputs[2], batch["occupancy_labels"].to(device), threshold)
     parts = {"render_loss": float(rendered.detach()), "occupancy_loss": float(occupancy.detach())}
     return rendered + cfg.occupancy_weight * occupancy, parts
+
+
+def _pixel_aligned(objective: torch.nn.Module) -> bool:
+    return getattr(objective, "module", objective).network.config.pixel_features > 0

@@ -47,7 +47,15 @@ from ss3d_train.data import (
 )
 from ss3d_train.distributed import World, all_mean, all_sum_, setup_world, teardown_world, wrap_ddp
 from ss3d_train.loop import KeptBuffers, Metrics, guarded_update, images_per_second, new_position, run_stage
-from ss3d_train.objectives import RenderObjective, build_student, depth_jitter, frozen, gather_pixels, render_loss
+from ss3d_train.objectives import (
+    RenderObjective,
+    build_student,
+    depth_jitter,
+    frozen,
+    gather_pixels,
+    render_loss,
+    require_canonical_frame,
+)
 from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun, finite_everywhere
 from ss3d_train.sparse_adam import SparseRowAdam
 
@@ -149,6 +157,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         raise Ss3dError(f"category {category!r} is not in these shards (they hold {', '.join(categories)})")
 
     network, encoder_init, parents = build_student(preset, init, options.seed)
+    require_canonical_frame(network, "selftrain", "the network")
     network.to(world.device)
     keys = sorted(k for s in shards for k in shard_keys(s))
     if len(set(keys)) != len(keys):
