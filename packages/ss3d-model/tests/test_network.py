@@ -269,3 +269,23 @@ def test_pixel_features_change_the_field_only_where_points_project(pixel_network
             before = pixel_network.decode(torch.cat([z, features.flatten(1), projection.flatten(1)], 1), point)[0]
             after = pixel_network.decode(torch.cat([z, changed.flatten(1), projection.flatten(1)], 1), point)[0]
             assert bool((before != after).any()) == moves
+
+
+def test_pixel_layers_give_the_modulated_layers_per_point_phases(tiny_config):
+    """With pixel_layers = L + 1 the pixel features reach the field even when the first layer's path is cut."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config, pixel_features=4, pixel_layers=tiny_config.modulated_layers + 1)
+    network = ReconstructionNetwork(config).eval()
+    assert len(network.decoder.pixel_shifts) == config.modulated_layers
+    with torch.no_grad():
+        network.decoder.pixel.weight.zero_()
+        network.decoder.pixel.bias.zero_()
+    z, points = 0.2 * torch.randn(1, config.latent_dim), torch.rand(1, 5, 3) - 0.5
+    features = torch.randn(1, 5, 4)
+    with torch.no_grad():
+        assert not torch.allclose(network.decoder(z, points, features), network.decoder(z, points, 0 * features))
+        for shift in network.decoder.pixel_shifts:
+            shift.weight.zero_()
+        torch.testing.assert_close(network.decoder(z, points, features), network.decoder(z, points, 0 * features))
+    with pytest.raises(Ss3dError, match="pixel_layers"):
+        dataclasses.replace(tiny_config, pixel_features=4, pixel_layers=config.modulated_layers + 2)

@@ -35,6 +35,9 @@ class ModelConfig:
     # the input view. Such a model predicts shapes in the input camera's view frame (ss3d_model.cameras.view_frame),
     # where that projection is known for any input.
     pixel_features: int = 0
+    # How many sine layers, from the first, read the pixel features (each as a per-point phase): 1 = the first only,
+    # modulated_layers + 1 = all. Optional so that records written before it existed load (as 1).
+    pixel_layers: int = 1
 
     def __post_init__(self) -> None:
         if self.encoder_arch not in ENCODER_FEATURES:
@@ -51,6 +54,9 @@ class ModelConfig:
             raise Ss3dError(f"model density_scale must be positive, got {self.density_scale}")
         if self.pixel_features < 0:
             raise Ss3dError(f"model pixel_features must be 0 (off) or positive, got {self.pixel_features}")
+        if self.pixel_features and not 1 <= self.pixel_layers <= self.modulated_layers + 1:
+            raise Ss3dError(f"model pixel_layers must be in 1..{self.modulated_layers + 1} (the sine layers), "
+                            f"got {self.pixel_layers}")
 
     @property
     def latent_dim(self) -> int:

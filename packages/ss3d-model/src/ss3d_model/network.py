@@ -75,13 +75,18 @@ LEAN_MIN_VALUES = 1 << 26
 
 class FilmSirenDecoder(nn.Module):
     """(z [B, Z], points [B, N, 3], optional pixel features [B, N, C]) -> raw [B, N, 4] = (rgb logits [3], sigma
-    before ReLU [1]). Pixel features enter the first sine layer as a per-point phase: sin(omega (W0 p + b0) + Wf f)."""
+    before ReLU [1]). Pixel features f enter the first ``pixel_layers`` sine layers as per-point phases:
+    sin(omega (W0 p + b0) + Wf f), then sin(omega freq_i (W_i h + b_i) + shift_i + Wf_i f)."""
 
-    def __init__(self, hidden: int, modulated_layers: int, omega0: float, pixel_features: int = 0) -> None:
+    def __init__(self, hidden: int, modulated_layers: int, omega0: float, pixel_features: int = 0,
+                 pixel_layers: int = 1) -> None:
         super().__init__()
         self.hidden, self.layers_count, self.omega0 = hidden, modulated_layers, omega0
         self.first = nn.Linear(3, hidden)
         self.pixel = nn.Linear(pixel_features, hidden) if pixel_features else None
+        # Per-point phases of the modulated layers that read the pixel features too (pixel_layers - 1 of them).
+        self.pixel_shifts = nn.ModuleList(nn.Linear(pixel_features, hidden) for _ in range(pixel_layers - 1)) \
+            if pixel_features else nn.ModuleList()
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(modulated_layers))
         self.head = nn.Linear(hidden, 4)
         with torch.no_grad():
@@ -116,8 +121,9 @@ class FilmSirenDecoder(nn.Module):
         h = torch.sin(h if pixel is None else h + self.pixel(pixel))
         for i, layer in enumerate(self.layers):
             product = torch.matmul(h, layer.weight.t())
-            h = torch.sin(torch.addcmul(offset[:, i], product, scale[:, i])) if training else \
-                product.mul_(scale[:, i]).add_(offset[:, i]).sin_()
+            phase = offset[:, i] + self.pixel_shifts[i](pixel) if i < len(self.pixel_shifts) else offset[:, i]
+            h = torch.sin(torch.addcmul(phase, product, scale[:, i])) if training else \
+                product.mul_(scale[:, i]).add_(phase).sin_()
         return self.head(h)
 
 
@@ -196,7 +202,8 @@ class ReconstructionNetwork(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = ImageEncoder(config.encoder_arch, config.latent_dim, config.pixel_features)
-        self.decoder = FilmSirenDecoder(config.hidden, config.modulated_layers, config.omega0, config.pixel_features)
+        self.decoder = FilmSirenDecoder(config.hidden, config.modulated_layers, config.omega0, config.pixel_features,
+                                        config.pixel_layers)
         self._decoder_fn = None  # a compiled decoder function after enable_compile(); None = eager module
 
     def encode(self, images: Tensor, projection: Tensor | None = None) -> Tensor:
