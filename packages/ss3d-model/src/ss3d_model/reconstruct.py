@@ -130,7 +130,8 @@ def encode_input(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarr
 
 def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, extract: ExtractConfig,
                      mask_threshold: float = 0.5, threshold: float | None = None) -> trimesh.Trimesh:
-    """One segmented image -> coloured mesh in canonical units (``threshold`` overrides the preset's level).
+    """One segmented image -> coloured mesh in canonical units (a pixel-aligned model's: in the input camera's view
+    frame, posed as the image shows the object) (``threshold`` overrides the preset's level).
     :class:`~ss3d_data.errors.EmptySurface` when the density never reaches the level. With ``extract.colours ==
     "input"`` the vertex colours come from the image (:func:`colour_from_input`)."""
     level = extract.density_threshold if threshold is None else threshold
