@@ -109,7 +109,10 @@ def input_crop(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshol
 
 def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> torch.Tensor:
     """:func:`input_crop` -> [1, 3, S, S] float in [0, 1]."""
-    cropped = input_crop(rgb, mask, input_size, mask_threshold)
+    return _crop_tensor(input_crop(rgb, mask, input_size, mask_threshold))
+
+
+def _crop_tensor(cropped: Cropped) -> torch.Tensor:
     return torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0
 
 
@@ -119,7 +122,7 @@ def encode_input(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarr
     camera: ``ss3d_model.cameras.photo_projection``)."""
     size = network.config.input_size
     cropped = input_crop(rgb, mask, size, mask_threshold)
-    images = torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0
+    images = _crop_tensor(cropped)
     projection = None
     if network.config.pixel_features:
         crop = torch.tensor([[cropped.scale, *cropped.offset]], dtype=torch.float32)
