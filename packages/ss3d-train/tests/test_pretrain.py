@@ -42,11 +42,12 @@ def fixed_batch_loss(checkpoint, shards, preset_path) -> float:
 
 
 @pytest.mark.slow
-def test_pretrain_reduces_loss_and_writes_its_run(views_dir, small_preset, tmp_path):
-    first = pretrain([str(views_dir)], RunOptions(out=tmp_path / "a", preset=str(small_preset), epochs=1,
+def test_pretrain_reduces_loss_and_writes_its_run(views_dir, small_preset, override_preset, tmp_path):
+    preset = override_preset(small_preset, tmp_path, pretrain={"checkpoint_every": 1000})  # the final one only
+    first = pretrain([str(views_dir)], RunOptions(out=tmp_path / "a", preset=str(preset), epochs=1,
                                                   name="start"), init=None)
     # The first run's starting point is its own init: continue from a fresh init checkpoint for the comparison.
-    final = pretrain([str(views_dir)], RunOptions(out=tmp_path / "b", preset=str(small_preset), epochs=6),
+    final = pretrain([str(views_dir)], RunOptions(out=tmp_path / "b", preset=str(preset), epochs=6),
                      init=first)
     assert fixed_batch_loss(final, str(views_dir), small_preset) < fixed_batch_loss(first, str(views_dir),
                                                                                     small_preset)
@@ -133,7 +134,9 @@ def test_occupancy_supervision_teaches_the_solid(occupancy_views_dir, views_dir,
     # density_scale 10 (as the cpu preset): densities reach the threshold within a few dozen steps. Weight 10: at
     # weight 1 the render loss's gradients dominate Adam's normalised steps and the occupancy loss stayed at its
     # prior (0.58) for 120 steps (measured).
-    preset = override_preset(small_preset, tmp_path, pretrain={"occupancy_weight": 10.0, "occupancy_points": 512},
+    # One checkpoint at the end: writing the small preset's every-3-steps checkpoints took most of this test's time.
+    preset = override_preset(small_preset, tmp_path, pretrain={"occupancy_weight": 10.0, "occupancy_points": 512,
+                                                               "checkpoint_every": 1000},
                              extract={"density_threshold": 1.0}, model={"density_scale": 10.0})
     first = pretrain([str(occupancy_views_dir)], RunOptions(out=tmp_path / "a", preset=str(preset), epochs=1,
                                                             name="start"))

@@ -177,6 +177,6 @@ def test_a_pixel_aligned_checkpoint_is_refused_by_selftraining_and_distillation(
     init_checkpoint(str(preset), init)
     with pytest.raises(Ss3dError, match="pixel-aligned"):
         selftrain([str(collection_dirs["box"])], init, RunOptions(out=tmp_path / "run", preset=str(small_preset)))
-    with pytest.raises(Ss3dError, match="teacher box is a pixel-aligned"):
+    with pytest.raises(Ss3dError, match="expert box is a pixel-aligned"):
         distill([str(collection_dirs["box"])], {"box": init}, RunOptions(out=tmp_path / "d", preset=str(small_preset)))
     assert not (tmp_path / "run" / "selftrain.safetensors").exists()

@@ -8,6 +8,7 @@ has its centre at (column + 0.5, row + 0.5).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -94,15 +95,21 @@ def crop_projection(intrinsics: Tensor, cam2world: Tensor, crop: Tensor, size: i
     return normalise @ intrinsics @ world2cam
 
 
-def photo_projection(crop: Tensor, width: int, height: int, size: int) -> Tensor:
-    """:func:`crop_projection` of an input of unknown camera (every input at inference): the view frame's camera,
-    focal ``PHOTO_FOCAL_PER_SIDE`` x the image's longer side, principal point at the image centre. crop [B, 3] of a
-    ``width`` x ``height`` image -> P [B, 3, 4]."""
-    b = crop.shape[0]
+def photo_camera(width: int, height: int) -> tuple[Tensor, Tensor]:
+    """The camera assumed for an input of unknown camera, in its view frame: K [3, 3] (focal
+    ``PHOTO_FOCAL_PER_SIDE`` x the image's longer side, principal point at the image centre) and cam2world [4, 4]
+    (``look_at(0, 0, VIEW_DISTANCE)``)."""
     focal = PHOTO_FOCAL_PER_SIDE * max(width, height)
-    k = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]], dtype=crop.dtype)
-    pose = look_at(torch.zeros(()), torch.zeros(()), torch.tensor(VIEW_DISTANCE)).to(crop.dtype)
-    return crop_projection(k.expand(b, 3, 3), pose.expand(b, 4, 4), crop, size)
+    k = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+    return k, look_at(torch.zeros(()), torch.zeros(()), torch.tensor(VIEW_DISTANCE))
+
+
+def photo_projection(crop: Tensor, width: int, height: int, size: int) -> Tensor:
+    """:func:`crop_projection` of an input of unknown camera (every input at inference, and collection images in
+    distillation): :func:`photo_camera`. crop [B, 3] of a ``width`` x ``height`` image -> P [B, 3, 4]."""
+    b = crop.shape[0]
+    k, pose = photo_camera(width, height)
+    return crop_projection(k.to(crop.dtype).expand(b, 3, 3), pose.to(crop.dtype).expand(b, 4, 4), crop, size)
 
 
 def sample_pixels(batch: int, count: int, size: int, generator: torch.Generator | None = None) -> Tensor:
@@ -180,3 +187,26 @@ class MultiHypothesisCameras(nn.Module):
     def probabilities(self, indices: Tensor) -> Tensor:
         """indices [n] -> softmax(logits) [n, K]."""
         return torch.softmax(self.logits[indices], dim=-1)
+
+    def settings(self) -> dict[str, Any]:
+        """What, with the saved ``raw`` and ``logits``, rebuilds these cameras (:meth:`from_saved`)."""
+        return {"distance_range": [self.distance_centre - self.distance_half,
+                                   self.distance_centre + self.distance_half],
+                "focal_px": float(self.intrinsics[0, 0]), "size": round(2 * float(self.intrinsics[0, 2])),
+                "elevation_limit_deg": math.degrees(self.elevation_limit)}
+
+    @classmethod
+    def from_saved(cls, settings: dict[str, Any], raw: Tensor, logits: Tensor) -> MultiHypothesisCameras:
+        """The cameras of :meth:`settings` with saved ``raw`` [N, K, 3] and ``logits`` [N, K]."""
+        cameras = cls(raw.shape[0], raw.shape[1], tuple(settings["distance_range"]), settings["focal_px"],
+                      settings["size"], elevation_limit_deg=settings["elevation_limit_deg"])
+        with torch.no_grad():
+            cameras.raw.copy_(raw)
+            cameras.logits.copy_(logits)
+        return cameras
+
+    def most_probable(self) -> Tensor:
+        """Every image's most probable hypothesis -> cam2world [num_images, 4, 4]."""
+        indices = torch.arange(self.raw.shape[0], device=self.raw.device)
+        best = self.logits.argmax(1)
+        return self.poses(indices)[indices, best]

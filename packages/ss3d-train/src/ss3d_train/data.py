@@ -298,7 +298,9 @@ class ImageTransform:
     """``image`` sample -> network input at ``input_size`` and supervision at ``supervision_size``, both cropped to the
     mask box (self-training; the collection half of distillation). ``index_of`` maps keys to camera rows.
 
-    Output: input [3, S, S]; rgb [s, s, 3] (background 0); mask [s, s] in [0, 1]; index (camera row, -1 if none).
+    Output: input [3, S, S]; rgb [s, s, 3] (background 0); mask [s, s] in [0, 1]; index (camera row, -1 if none);
+    input_crop [3] (the crops' scale and offset at ``input_size``, as :class:`ViewsTransform`'s); photo_size [2]
+    (the image's width and height).
     """
 
     input_size: int
@@ -322,6 +324,8 @@ class ImageTransform:
             "rgb": torch.from_numpy(sup.image.astype(np.float32) / 255.0 * soft[..., None]),
             "mask": torch.from_numpy(soft),
             "index": index,
+            "input_crop": torch.tensor([crop.scale, *crop.offset], dtype=torch.float32),
+            "photo_size": torch.tensor([sample.images.shape[2], sample.images.shape[1]]),
             "category": sample.info.category,
             "key": sample.info.key,
         }

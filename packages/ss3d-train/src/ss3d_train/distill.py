@@ -6,6 +6,14 @@ for synthetic views; a random look-at camera for collection images, whose camera
 in [-point_half_size, point_half_size]^3. Loss (authors' code): (MSE of colour logits + MSE of ReLU density) / 2.
 No volume rendering. Teachers run in eval mode without gradients. A ``synthetic_fraction`` of each batch are
 synthetic views taught by the synthetic-only model.
+
+A pixel-aligned student (beyond the paper; ``[model] pixel_features``) predicts in each input's view frame
+(:func:`ss3d_train.data.view_frame`) and reads its image through that frame's camera, so its points are placed
+there. A synthetic view's camera is known: the synthetic teacher (then pixel-aligned too) answers at the same points.
+A collection image's camera is not: the student sees it as it will see any photo at inference
+(:func:`ss3d_model.cameras.photo_camera`), and the expert answers at the same points carried to its canonical frame by
+the similarity that makes them show where they show through the expert's self-trained camera for that image
+(:func:`view_to_expert`), so the student learns the expert's shape where the image shows it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from ss3d_data.config import data_config, render_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, ray_bounds
+from ss3d_model.cameras import VIEW_DISTANCE, crop_projection, photo_camera
 from ss3d_train.data import (
     ImageTransform,
     ShardDataset,
@@ -45,6 +54,7 @@ from ss3d_train.loop import (
 )
 from ss3d_train.objectives import FieldObjective, build_student, load_teacher, require_canonical_frame
 from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun
+from ss3d_train.selftrain import load_cameras
 
 SYNTHETIC = "__synthetic__"  # teacher key of the synthetic-only model
 
@@ -98,6 +108,63 @@ def random_cameras(count: int, focal_px: float, side: int, distance_range: list[
     return look_at(elevation, azimuth, distance), intrinsics_matrix(focal_px, side).expand(count, 3, 3)
 
 
+@dataclass(frozen=True)
+class ExpertCameras:
+    """An expert's self-trained camera of each of its images (its most probable hypothesis): what a pixel-aligned
+    student needs to ask the expert about the image."""
+
+    row_of: dict[str, int]    # image key -> row
+    cam2world: Tensor         # [N, 4, 4] in the expert's canonical frame
+    focal_per_side: float     # focal length per pixel of the crop's side (the crop is the expert's whole image)
+
+    @classmethod
+    def load(cls, checkpoint: str | Path) -> ExpertCameras:
+        keys, cameras = load_cameras(checkpoint)
+        settings = cameras.settings()
+        return cls({k: i for i, k in enumerate(keys)}, cameras.most_probable().detach(),
+                   settings["focal_px"] / settings["size"])
+
+
+def view_to_expert(crop: Tensor, width: int, height: int, size: int, expert_pose: Tensor,
+                   expert_focal_per_side: float) -> Tensor:
+    """The similarity [3, 4] that takes a pixel-aligned student's view-frame points to an expert's canonical frame
+    for one collection image: a point shows at the same place of the input crop (crop [3] of a ``width`` x
+    ``height`` image at ``size`` px) through the student's camera (:func:`~ss3d_model.cameras.photo_camera`) and
+    of the expert's image (the same crop) through the expert's camera ``expert_pose`` [4, 4].
+
+    The crop centre's ray at depth VIEW_DISTANCE (the object's depth in the view frame) goes to the canonical
+    origin; the scale matches the two cameras' magnifications there. Exact along that ray; elsewhere as exact as the
+    two perspectives agree (their focal lengths differ), which keeps the expert's shape undistorted."""
+    k, pose = photo_camera(width, height)
+    scale, offset = float(crop[0]), crop[1:].double()
+    centre = (size / 2 - offset) / scale                                  # the crop centre in image pixels
+    ray = torch.linalg.solve(k.double(), torch.cat([centre, torch.ones(1, dtype=torch.float64)]))
+    anchor = ray * VIEW_DISTANCE                                          # student camera coordinates
+    turn = _rotation_onto_z(ray / ray.norm())
+    expert_pose = expert_pose.double()
+    distance = expert_pose[:3, 3].norm()
+    magnify = (float(k[0, 0]) * scale / size) / expert_focal_per_side * distance / anchor.norm()
+    world2cam = pose.double()[:3, :3].T
+    cam_shift = -world2cam @ pose.double()[:3, 3]
+    on_axis = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) * distance
+    rotation = expert_pose[:3, :3]
+    linear = magnify * rotation @ turn @ world2cam
+    shift = rotation @ (on_axis + magnify * turn @ (cam_shift - anchor)) + expert_pose[:3, 3]
+    return torch.cat([linear, shift[:, None]], 1).float()
+
+
+def _rotation_onto_z(unit: Tensor) -> Tensor:
+    """The smallest rotation [3, 3] taking the unit vector ``unit`` (z > 0) onto +Z (Rodrigues)."""
+    z = torch.tensor([0.0, 0.0, 1.0], dtype=unit.dtype)
+    axis = torch.linalg.cross(unit, z)
+    sin, cos = axis.norm(), torch.dot(unit, z)
+    if sin < 1e-12:
+        return torch.eye(3, dtype=unit.dtype)
+    a = axis / sin
+    cross = torch.tensor([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]], dtype=unit.dtype)
+    return torch.eye(3, dtype=unit.dtype) + sin * cross + (1 - cos) * cross @ cross
+
+
 STUDENT_INIT = "student-init"  # the parents entry naming the checkpoint the student started from
 
 
@@ -134,12 +201,19 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     if synthetic is not None:
         teachers[SYNTHETIC] = load_teacher(synthetic, world.device)
     student, encoder_init, _ = build_student(preset, init, options.seed)
-    for name, network in [*teachers.items(), ("the student", student)]:
-        require_canonical_frame(network, "distill", name if name == "the student" else f"teacher {name}")
+    pixel_aligned = student.config.pixel_features > 0
+    for category, teacher in teachers.items():
+        if category != SYNTHETIC:
+            require_canonical_frame(teacher, "distill", f"expert {category}")
+        elif (teacher.config.pixel_features > 0) != pixel_aligned:
+            raise Ss3dError("distill: the synthetic teacher and the student must predict in the same frame (both "
+                            "pixel-aligned, [model] pixel_features > 0, or neither)")
     student.to(world.device)
+    input_size = student.config.input_size
+    # A pixel-aligned student asks each collection image's expert through the expert's camera for that image.
+    views = {c: ExpertCameras.load(p) for c, p in experts.items()} if pixel_aligned else {}
     parents = {c: str(p) for c, p in experts.items()} | ({SYNTHETIC: str(synthetic)} if synthetic else {}) \
         | ({STUDENT_INIT: str(init)} if init else {})
-    input_size = student.config.input_size
     threshold = data.mask_threshold
 
     synthetic_per_batch = int(round(cfg.batch_size * cfg.synthetic_fraction)) if synthetic is not None else 0
@@ -150,7 +224,8 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
                                                     categories=frozenset(experts)), options.seed, world.rank,
                         world.size, max_bad=options.max_bad)
     main_loader = make_loader(main, collection_per_batch, options.workers)
-    syn = ShardDataset(syn_shards, ViewsTransform(input_size, data.supervision_size, 0, threshold),
+    syn = ShardDataset(syn_shards, ViewsTransform(input_size, data.supervision_size, 0, threshold,
+                                                  view_frame=pixel_aligned),
                        options.seed + 1, world.rank, world.size, max_bad=options.max_bad) if syn_shards else None
     syn_loader = make_loader(syn, synthetic_per_batch, options.workers) if syn is not None else None
 
@@ -186,7 +261,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     objective = wrap_ddp(world, FieldObjective(student, run.micro_batch, options.precision))
     state = DistillState(cfg, volume, teachers, objective, optimizer, generator, world, run.guard,
                          render.focal_px, render.image_size, list(render.distance_range),
-                         synthetic_batches() if syn is not None else None, position)
+                         synthetic_batches() if syn is not None else None, views, position)
     return run_stage(run, student, state, distill_step, main_loader, epochs, checkpoint, cfg.checkpoint_every,
                      label="distill", datasets=(syn,))
 
@@ -207,6 +282,7 @@ class DistillState:
     image_size: int
     distance_range: list[float]
     synthetic: Iterator[dict[str, Any]] | None  # endless synthetic batches (their place is in ``position``)
+    views: dict[str, ExpertCameras] = field(default_factory=dict)  # category -> its images' cameras (pixel-aligned)
     position: dict[str, Any] = field(default_factory=lambda: new_position(syn_pass=0, syn_batch=0))
 
 
@@ -219,20 +295,26 @@ def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
     images = torch.cat([g["input"] for g in groups]).to(device)
     points = torch.cat([sample_points(g["cam2world"], g["intrinsics"], g["side"], state.cfg, state.volume,
                                       state.generator) for g in groups]).to(device)
+    projection = torch.cat([g["projection"] for g in groups]).to(device) if state.views else None
     with torch.no_grad():
         targets, start = [], 0
         for g in groups:
-            stop = start + g["input"].shape[0]
-            for teacher, rows in g["teachers"]:
+            for teacher_name, rows in g["teachers"]:
                 sel = torch.tensor(rows) + start
-                targets.append((sel, *state.teachers[teacher](images[sel], points[sel])))
-            start = stop
+                teacher = state.teachers[teacher_name]
+                at = points[sel]
+                if g.get("to_canonical") is not None:  # an expert: its canonical frame
+                    similarity = g["to_canonical"][rows].to(device)
+                    at = at @ similarity[..., :3].transpose(1, 2) + similarity[:, None, :, 3]
+                pixel = projection[sel] if teacher.config.pixel_features else None
+                targets.append((sel, *teacher(images[sel], at, pixel)))
+            start += g["input"].shape[0]
         t_sigma = torch.empty(points.shape[:2], device=device)
         t_rgb = torch.empty(*points.shape[:2], 3, device=device)
         for sel, sigma, rgb in targets:
             t_sigma[sel], t_rgb[sel] = sigma, rgb
     kept = KeptBuffers(state.objective)
-    s_sigma, s_rgb = state.objective(images, points)
+    s_sigma, s_rgb = state.objective(images, points, projection)
     loss = distill_loss(s_sigma, s_rgb, t_sigma, t_rgb)
     if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept):
         return None
@@ -242,18 +324,53 @@ def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
 
 
 def _teacher_groups(batch: dict[str, Any], state: DistillState) -> list[dict[str, Any]]:
-    """The batch as groups (collection images, then synthetic views), each with the cameras its points are shot from
-    and its (teacher, rows) assignment."""
-    side = state.image_size
-    c2w, intr = random_cameras(batch["input"].shape[0], state.focal_px, side, state.distance_range, state.generator)
+    """The batch as groups (collection images, then synthetic views), each with the cameras its points are shot from,
+    its (teacher, rows) assignment and, for a pixel-aligned student, the input views' projections and (collection
+    images) the view-frame-to-canonical maps of their experts."""
     by_category: dict[str, list[int]] = {}
     for row, category in enumerate(batch["category"]):
         by_category.setdefault(category, []).append(row)
-    groups = [{"input": batch["input"], "cam2world": c2w, "intrinsics": intr, "side": side,
-               "teachers": sorted(by_category.items())}]
+    groups = [_collection_group(batch, state) | {"teachers": sorted(by_category.items())}]
     if state.synthetic is not None:
         syn = next(state.synthetic)
-        groups.append({"input": syn["input"], "cam2world": syn["input_cam2world"],
-                       "intrinsics": syn["input_intrinsics"], "side": int(syn["input_side"][0]),
-                       "teachers": [(SYNTHETIC, list(range(syn["input"].shape[0])))]})
+        group = {"input": syn["input"], "cam2world": syn["input_cam2world"], "intrinsics": syn["input_intrinsics"],
+                 "side": int(syn["input_side"][0]), "teachers": [(SYNTHETIC, list(range(syn["input"].shape[0])))]}
+        if state.views:  # the views are in the input camera's view frame (ViewsTransform's view_frame)
+            group["projection"] = crop_projection(syn["input_intrinsics"], syn["input_cam2world"], syn["input_crop"],
+                                                  syn["input"].shape[-1])
+        groups.append(group)
     return groups
+
+
+def _collection_group(batch: dict[str, Any], state: DistillState) -> dict[str, Any]:
+    """Collection images carry no camera: a canonical student's points are shot from random look-at cameras; a
+    pixel-aligned one's from the camera assumed for any photo (as at inference), in its view frame."""
+    count = batch["input"].shape[0]
+    if not state.views:
+        side = state.image_size
+        c2w, intr = random_cameras(count, state.focal_px, side, state.distance_range, state.generator)
+        return {"input": batch["input"], "cam2world": c2w, "intrinsics": intr, "side": side}
+    size = batch["input"].shape[-1]
+    crops, intrinsics, poses, to_canonical = batch["input_crop"], [], [], []
+    for row, (category, key) in enumerate(zip(batch["category"], batch["key"])):
+        cameras = state.views[category]
+        index = cameras.row_of.get(key)
+        if index is None:
+            raise Ss3dError(f"expert {category} has no camera for image {key}: a pixel-aligned student asks each "
+                            "image's expert through the expert's self-trained camera",
+                            hint="distill on the collections the experts were self-trained on")
+        width, height = (int(v) for v in batch["photo_size"][row])
+        k, pose = photo_camera(width, height)
+        scale, offset = crops[row, 0], crops[row, 1:]
+        crop_k = k.clone()                                   # the same camera, in the input crop's pixels
+        crop_k[:2] *= scale
+        crop_k[:2, 2] += offset
+        intrinsics.append(crop_k)
+        poses.append(pose)
+        to_canonical.append(view_to_expert(crops[row], width, height, size, cameras.cam2world[index],
+                                           cameras.focal_per_side))
+    intrinsics, cam2world = torch.stack(intrinsics), torch.stack(poses)
+    whole = torch.tensor([[1.0, 0.0, 0.0]]).expand(count, 3)  # intrinsics already in the crop's pixels
+    return {"input": batch["input"], "cam2world": cam2world, "intrinsics": intrinsics, "side": size,
+            "projection": crop_projection(intrinsics, cam2world, whole, size),
+            "to_canonical": torch.stack(to_canonical)}

@@ -207,10 +207,12 @@ class FieldObjective(nn.Module):
         super().__init__()
         self.network, self.micro_batch, self.precision = network, micro_batch, precision
 
-    def forward(self, images: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-        """images [B, 3, S, S], points [B, N, 3] -> sigma_raw [B, N], rgb_logits [B, N, 3]."""
+    def forward(self, images: Tensor, points: Tensor, projection: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """images [B, 3, S, S], points [B, N, 3] (projection [B, 3, 4]: pixel-aligned networks) -> sigma_raw [B, N],
+        rgb_logits [B, N, 3]."""
         with autocast(self.precision, images.device):
-            sigma, rgb = in_micro_batches(self.network.decode, self.micro_batch, self.network.encode(images), points)
+            code = self.network.encode(images, projection)
+            sigma, rgb = in_micro_batches(self.network.decode, self.micro_batch, code, points)
         return sigma.float(), rgb.float()
 
 

@@ -210,7 +210,8 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         tensors = {"cameras.raw": cameras.raw.data, "cameras.logits": cameras.logits.data,
                    **pose_opt.state_tensors("cameras.raw_adam"), **prob_opt.state_tensors("cameras.logits_adam")}
         meta = run.meta(position, [category], manifest, encoder_init, parents)
-        info = {"position": position, "parents": parents, "encoder_init": encoder_init, "keys": keys}
+        info = {"position": position, "parents": parents, "encoder_init": encoder_init, "keys": keys,
+                "cameras": cameras.settings()}
         run.save(network, optimizer, generator, meta, info, tensors, final=final)
 
     return run_stage(run, network, state, selftrain_step, loader, epochs, checkpoint, cfg.checkpoint_every,
@@ -292,9 +293,27 @@ def _status(values: Metrics) -> str:
 
 def read_cameras_state(checkpoint: str | Path) -> tuple[list[str], Tensor, Tensor]:
     """(keys, raw [N, K, 3], logits [N, K]) saved with a self-training checkpoint's state file."""
+    keys, raw, logits, _ = _saved_cameras(checkpoint)
+    return keys, raw, logits
+
+
+def load_cameras(checkpoint: str | Path) -> tuple[list[str], MultiHypothesisCameras]:
+    """The self-trained cameras of an expert checkpoint: (image keys, their cameras, rows in key order)."""
+    keys, raw, logits, settings = _saved_cameras(checkpoint)
+    if settings is None:
+        raise Ss3dError(f"{checkpoint}: its state file records no camera settings (self-trained before they were "
+                        "saved)", hint="self-train the expert again")
+    return keys, MultiHypothesisCameras.from_saved(settings, raw, logits)
+
+
+def _saved_cameras(checkpoint: str | Path) -> tuple[list[str], Tensor, Tensor, dict[str, Any] | None]:
     from ss3d_model import load_state, state_path
 
-    tensors, info = load_state(state_path(checkpoint))
+    path = state_path(checkpoint)
+    if not path.is_file():
+        raise Ss3dError(f"{checkpoint}: no training-state file beside it ({path.name}), where self-training keeps "
+                        "its cameras")
+    tensors, info = load_state(path)
     if "cameras.raw" not in tensors:
         raise Ss3dError(f"{checkpoint}: its state file holds no self-training cameras")
-    return info["keys"], tensors["cameras.raw"], tensors["cameras.logits"]
+    return info["keys"], tensors["cameras.raw"], tensors["cameras.logits"], info.get("cameras")
