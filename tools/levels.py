@@ -48,8 +48,8 @@ def main() -> int:
             raise Ss3dError(f"no test image of {args.instance} in {args.shards}")
         with torch.inference_mode():
             z = encode_input(network, item.image, item.mask, mask_threshold)[0]
-            meshes = [extract_mesh(network, z, extract.resolution, extract.coarse_resolution, level,
-                                   extract.box_half_size) for level in levels]
+            grid = extract.grid(network.config.pixel_features > 0)
+            meshes = [extract_mesh(network, z, *grid[:2], level, grid[2]) for level in levels]
     except (Ss3dError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -104,3 +104,27 @@ def test_network_mesh_is_coloured_and_matches_dense(tiny_network, tiny_config):
     assert np.abs(mesh.vertices).max() <= 0.55 + 1e-6
     with pytest.raises(Ss3dError):
         extract_mesh(tiny_network, torch.zeros(2, tiny_config.latent_dim), 16, 4, 0.0, 0.5)
+
+
+def test_a_view_frame_model_is_meshed_in_the_view_box_with_cells_no_coarser():
+    from ss3d_model import ExtractConfig
+    from ss3d_model.cameras import VIEW_BOX_HALF_SIZE
+
+    extract = ExtractConfig(resolution=64, coarse_resolution=16, density_threshold=3.0, box_half_size=0.55)
+    assert extract.grid(view_frame=False) == (64, 16, 0.55)
+    resolution, coarse, box = extract.grid(view_frame=True)
+    assert box == VIEW_BOX_HALF_SIZE and resolution // coarse == 4 and resolution % coarse == 0
+    assert 2 * box / resolution <= 2 * 0.55 / 64
+    wide = ExtractConfig(resolution=96, coarse_resolution=24, density_threshold=3.0, box_half_size=1.0)
+    assert wide.grid(view_frame=True) == (96, 24, 1.0)  # a preset's box already that large is kept
+
+    def sphere(points):  # an object scaled 1.6x by the view frame: radius 0.8, surface at 3.0
+        return 3.0 + 10 * (0.8 - points.norm(dim=-1))
+
+    def mesh(grid):
+        values, _ = coarse_to_fine_grid(sphere, grid[0], grid[1], 3.0, grid[2])
+        return mesh_from_grid(values, 3.0, grid[2])
+
+    canonical, framed = mesh(extract.grid(view_frame=False)), mesh(extract.grid(view_frame=True))
+    assert canonical.bounds[1].max() == pytest.approx(0.55)           # cut by the canonical box
+    assert framed.bounds[1].max() == pytest.approx(0.8, abs=0.02)     # whole in the view frame's

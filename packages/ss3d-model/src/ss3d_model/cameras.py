@@ -75,6 +75,10 @@ def pixel_rays(intrinsics: Tensor, cam2world: Tensor, pixels: Tensor) -> tuple[T
 # of unknown camera, per pixel of its longer side: the renders' (240 px at 128 px, 420 at 224), a 30-degree view.
 VIEW_DISTANCE = 3.0
 PHOTO_FOCAL_PER_SIDE = 1.875
+# The view frame's object box: an object of the canonical box [-0.5, 0.5]^3, turned, and scaled by up to 1.5 when its
+# camera stood nearer than VIEW_DISTANCE (self-trained experts' cameras stand at 1-2), lies within [-1, 1]^3. A
+# pixel-aligned model's extraction grid and distillation points span at least this box.
+VIEW_BOX_HALF_SIZE = 1.0
 
 
 def crop_projection(intrinsics: Tensor, cam2world: Tensor, crop: Tensor, size: int) -> Tensor:

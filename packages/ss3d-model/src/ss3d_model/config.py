@@ -7,6 +7,7 @@ network from the file, never from flags.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +130,13 @@ class ExtractConfig:
     @classmethod
     def from_preset(cls, preset: Preset) -> ExtractConfig:
         return section_config(cls, preset.section("extract"), "extract")
+
+    def grid(self, view_frame: bool) -> tuple[int, int, float]:
+        """(resolution, coarse_resolution, box_half_size) of the extraction grid: the preset's, or for a model that
+        predicts in the view frame (pixel-aligned) a box of at least ``VIEW_BOX_HALF_SIZE`` with cells no coarser."""
+        from ss3d_model.cameras import VIEW_BOX_HALF_SIZE
+
+        if not view_frame or self.box_half_size >= VIEW_BOX_HALF_SIZE:
+            return self.resolution, self.coarse_resolution, self.box_half_size
+        coarse = math.ceil(self.coarse_resolution * VIEW_BOX_HALF_SIZE / self.box_half_size)
+        return coarse * (self.resolution // self.coarse_resolution), coarse, VIEW_BOX_HALF_SIZE

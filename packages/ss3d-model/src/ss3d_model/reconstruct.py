@@ -140,8 +140,8 @@ def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.n
     level = extract.density_threshold if threshold is None else threshold
     with torch.inference_mode():
         z = encode_input(network, rgb, mask, mask_threshold)
-        mesh = extract_mesh(network, z[0], extract.resolution, extract.coarse_resolution, level,
-                            extract.box_half_size)
+        resolution, coarse, box = extract.grid(network.config.pixel_features > 0)
+        mesh = extract_mesh(network, z[0], resolution, coarse, level, box)
     if len(mesh.faces) == 0:
         raise EmptySurface(f"no surface: the predicted density never reaches {level}",
                         hint="an untrained checkpoint predicts almost no density; try a lower --threshold")

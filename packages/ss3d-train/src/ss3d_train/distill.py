@@ -32,7 +32,7 @@ from ss3d_data.config import data_config, render_config
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import check_values, load_preset, section_config
 from ss3d_model import ReconstructionNetwork, VolumeConfig, intrinsics_matrix, look_at, pixel_rays, ray_bounds
-from ss3d_model.cameras import VIEW_DISTANCE, crop_projection, photo_camera
+from ss3d_model.cameras import VIEW_BOX_HALF_SIZE, VIEW_DISTANCE, crop_projection, photo_camera
 from ss3d_train.data import (
     ImageTransform,
     ShardDataset,
@@ -84,9 +84,10 @@ def distill_loss(student_sigma: Tensor, student_rgb: Tensor, teacher_sigma: Tens
 
 
 def sample_points(cam2world: Tensor, intrinsics: Tensor, side: int, cfg: DistillConfig, volume: VolumeConfig,
-                  generator: torch.Generator) -> Tensor:
+                  generator: torch.Generator, half_size: float | None = None) -> Tensor:
     """cam2world [B, 4, 4], intrinsics [B, 3, 3] of a square ``side`` image -> points [B, N, 3]: rays through random
-    pixels with a random depth within the object's ray bounds, plus uniform points in the cube."""
+    pixels with a random depth within the object's ray bounds, plus uniform points in the cube of ``half_size``
+    (default ``cfg.point_half_size``)."""
     b, n = cam2world.shape[0], cfg.points_per_image
     on_rays = int(round(n * cfg.ray_point_fraction))
     pixels = torch.rand(b, on_rays, 2, generator=generator) * side
@@ -94,7 +95,8 @@ def sample_points(cam2world: Tensor, intrinsics: Tensor, side: int, cfg: Distill
     near, far = ray_bounds(origins, volume)
     t = near + (far - near) * torch.rand(b, on_rays, generator=generator)
     ray_points = origins + directions * t.unsqueeze(-1)
-    cube = (torch.rand(b, n - on_rays, 3, generator=generator) * 2 - 1) * cfg.point_half_size
+    half = cfg.point_half_size if half_size is None else half_size
+    cube = (torch.rand(b, n - on_rays, 3, generator=generator) * 2 - 1) * half
     return torch.cat([ray_points, cube.to(ray_points.dtype)], 1)
 
 
@@ -293,8 +295,10 @@ def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
     device = state.world.device
     groups = _teacher_groups(batch, state)
     images = torch.cat([g["input"] for g in groups]).to(device)
+    # A pixel-aligned student's points fill the view frame's box, where it will be meshed.
+    half = max(state.cfg.point_half_size, VIEW_BOX_HALF_SIZE) if state.views else state.cfg.point_half_size
     points = torch.cat([sample_points(g["cam2world"], g["intrinsics"], g["side"], state.cfg, state.volume,
-                                      state.generator) for g in groups]).to(device)
+                                      state.generator, half) for g in groups]).to(device)
     projection = torch.cat([g["projection"] for g in groups]).to(device) if state.views else None
     with torch.no_grad():
         targets, start = [], 0
