@@ -213,7 +213,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     student.to(world.device)
     input_size = student.config.input_size
     # A pixel-aligned student asks each collection image's expert through the expert's camera for that image.
-    views = {c: ExpertCameras.load(p) for c, p in experts.items()} if pixel_aligned else {}
+    expert_cameras = {c: ExpertCameras.load(p) for c, p in experts.items()} if pixel_aligned else {}
     parents = {c: str(p) for c, p in experts.items()} | ({SYNTHETIC: str(synthetic)} if synthetic else {}) \
         | ({STUDENT_INIT: str(init)} if init else {})
     threshold = data.mask_threshold
@@ -263,7 +263,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
     objective = wrap_ddp(world, FieldObjective(student, run.micro_batch, options.precision))
     state = DistillState(cfg, volume, teachers, objective, optimizer, generator, world, run.guard,
                          render.focal_px, render.image_size, list(render.distance_range),
-                         synthetic_batches() if syn is not None else None, views, position)
+                         synthetic_batches() if syn is not None else None, expert_cameras, position)
     return run_stage(run, student, state, distill_step, main_loader, epochs, checkpoint, cfg.checkpoint_every,
                      label="distill", datasets=(syn,))
 
@@ -284,8 +284,13 @@ class DistillState:
     image_size: int
     distance_range: list[float]
     synthetic: Iterator[dict[str, Any]] | None  # endless synthetic batches (their place is in ``position``)
-    views: dict[str, ExpertCameras] = field(default_factory=dict)  # category -> its images' cameras (pixel-aligned)
+    expert_cameras: dict[str, ExpertCameras] = field(default_factory=dict)  # category -> (pixel-aligned student)
     position: dict[str, Any] = field(default_factory=lambda: new_position(syn_pass=0, syn_batch=0))
+
+    @property
+    def pixel_aligned(self) -> bool:
+        """A pixel-aligned student: only it carries its experts' cameras (there is always an expert)."""
+        return bool(self.expert_cameras)
 
 
 def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
@@ -296,10 +301,10 @@ def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
     groups = _teacher_groups(batch, state)
     images = torch.cat([g["input"] for g in groups]).to(device)
     # A pixel-aligned student's points fill the view frame's box, where it will be meshed.
-    half = max(state.cfg.point_half_size, VIEW_BOX_HALF_SIZE) if state.views else state.cfg.point_half_size
+    half = max(state.cfg.point_half_size, VIEW_BOX_HALF_SIZE) if state.pixel_aligned else state.cfg.point_half_size
     points = torch.cat([sample_points(g["cam2world"], g["intrinsics"], g["side"], state.cfg, state.volume,
                                       state.generator, half) for g in groups]).to(device)
-    projection = torch.cat([g["projection"] for g in groups]).to(device) if state.views else None
+    projection = torch.cat([g["projection"] for g in groups]).to(device) if state.pixel_aligned else None
     with torch.no_grad():
         targets, start = [], 0
         for g in groups:
@@ -339,7 +344,7 @@ def _teacher_groups(batch: dict[str, Any], state: DistillState) -> list[dict[str
         syn = next(state.synthetic)
         group = {"input": syn["input"], "cam2world": syn["input_cam2world"], "intrinsics": syn["input_intrinsics"],
                  "side": int(syn["input_side"][0]), "teachers": [(SYNTHETIC, list(range(syn["input"].shape[0])))]}
-        if state.views:  # the views are in the input camera's view frame (ViewsTransform's view_frame)
+        if state.pixel_aligned:  # the views are in the input camera's view frame (ViewsTransform's view_frame)
             group["projection"] = crop_projection(syn["input_intrinsics"], syn["input_cam2world"], syn["input_crop"],
                                                   syn["input"].shape[-1])
         groups.append(group)
@@ -350,14 +355,14 @@ def _collection_group(batch: dict[str, Any], state: DistillState) -> dict[str, A
     """Collection images carry no camera: a canonical student's points are shot from random look-at cameras; a
     pixel-aligned one's from the camera assumed for any photo (as at inference), in its view frame."""
     count = batch["input"].shape[0]
-    if not state.views:
+    if not state.pixel_aligned:
         side = state.image_size
         c2w, intr = random_cameras(count, state.focal_px, side, state.distance_range, state.generator)
         return {"input": batch["input"], "cam2world": c2w, "intrinsics": intr, "side": side}
     size = batch["input"].shape[-1]
     crops, intrinsics, poses, to_canonical = batch["input_crop"], [], [], []
     for row, (category, key) in enumerate(zip(batch["category"], batch["key"])):
-        cameras = state.views[category]
+        cameras = state.expert_cameras[category]
         index = cameras.row_of.get(key)
         if index is None:
             raise Ss3dError(f"expert {category} has no camera for image {key}: a pixel-aligned student asks each "
