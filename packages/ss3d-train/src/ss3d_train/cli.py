@@ -146,7 +146,9 @@ def distill_command(
     max_nonfinite: NonFiniteOpt = 5, max_bad: MaxBadOpt = 10, micro_batch: MicroOpt = 0,
     memory_budget: BudgetOpt = 0.0, precision: PrecisionOpt = "fp32",
 ) -> None:
-    """Distil all category experts (and the synthetic-only model) into one unified student."""
+    """Distil all category experts (and the synthetic-only model) into one unified student. A pixel-aligned student
+    (its --init or preset has [model] pixel_features > 0) needs a pixel-aligned --synthetic model and asks each
+    expert through the camera it self-trained for each image (read from the expert's .state.safetensors)."""
     from ss3d_train.distill import distill
 
     options = _options(out, preset, name, resume, seed, workers, device, stop_after, epochs, max_nonfinite, max_bad,
