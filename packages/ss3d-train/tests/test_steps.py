@@ -13,11 +13,13 @@ import torch
 from ss3d_data import Ss3dError, iter_samples, load_preset, resolve_shards, section_config
 from ss3d_data.config import data_config, render_config
 from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwork, VolumeConfig
+from ss3d_model.reconstruct import init_checkpoint
+from ss3d_train import selftrain
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, make_loader
-from ss3d_train.distill import DistillConfig, DistillState, distill_step
+from ss3d_train.distill import DistillConfig, DistillState, ExpertCameras, distill_step
 from ss3d_train.distributed import World
 from ss3d_train.loop import new_position, run_stage
-from ss3d_train.objectives import FieldObjective, RenderObjective
+from ss3d_train.objectives import FieldObjective, RenderObjective, load_teacher
 from ss3d_train.pretrain import PretrainConfig, PretrainState, pretrain_step
 from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun, weights_fingerprint
 from ss3d_train.selftrain import SelftrainConfig, SelftrainState, selftrain_step
@@ -140,6 +142,37 @@ def test_distill_step_moves_the_student_towards_its_teacher(collection_dirs, vie
     before = weights_fingerprint(student)
     assert distill_step(state, poisoned(batch)) is None
     assert weights_fingerprint(student) == before and state.guard.skipped == 1
+
+
+def test_a_pixel_aligned_distill_step_moves_the_student_towards_its_teachers(tmp_path, collection_dirs, views_dir,
+                                                                            small_preset, override_preset):
+    """The same on a pixel-aligned student: collection points carried to a real self-trained expert's frame, synthetic
+    points in the views' view frame for a pixel-aligned synthetic teacher."""
+    init_checkpoint(str(small_preset), tmp_path / "init.safetensors")
+    expert_path = selftrain([str(collection_dirs["box"])], tmp_path / "init.safetensors",
+                            RunOptions(out=tmp_path / "expert", preset=str(small_preset), stop_after=2))
+    expert = load_teacher(expert_path, torch.device("cpu"))
+    preset = load_preset(str(override_preset(small_preset, tmp_path, model={"pixel_features": 4})))
+    cfg = section_config(DistillConfig, preset.section("distill"), "distill")
+    data, render = data_config(preset), render_config(preset)
+    student = network_of(preset)
+    torch.manual_seed(1)
+    synthetic = ReconstructionNetwork(student.config).eval()  # another initialisation: a real gap to close
+    transform = ImageTransform(student.config.input_size, data.supervision_size, data.mask_threshold,
+                               categories=frozenset(["box"]))
+    batch = batch_of(collection_dirs["box"], transform)
+    views = ViewsTransform(student.config.input_size, data.supervision_size, 0, data.mask_threshold,
+                           view_frame=True)
+    synthetic_batch = batch_of(views_dir, views)
+    state = DistillState(cfg, VolumeConfig.from_preset(preset), {"box": expert, "__synthetic__": synthetic},
+                         FieldObjective(student), torch.optim.Adam(student.parameters(), lr=cfg.lr),
+                         torch.Generator().manual_seed(0), CPU, NonFiniteGuard(3), render.focal_px,
+                         render.image_size, list(render.distance_range), iter([synthetic_batch] * 10),
+                         {"box": ExpertCameras.load(expert_path)})
+    assert state.pixel_aligned
+    losses = [distill_step(state, batch)["loss"] for _ in range(10)]
+    # measured (AVX-512 and AVX2 alike): 0.103, then 0.088 ... 0.037-0.042 over the last three
+    assert all(math.isfinite(x) for x in losses) and np.mean(losses[-3:]) < 0.6 * losses[0]
 
 
 def test_the_stage_loop_counts_logs_checkpoints_and_stops(views_dir, small_preset, tmp_path):
