@@ -120,22 +120,31 @@ def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_p
     assert torch.equal(cameras.logits, logits)                           # no probability update either
 
 
+def box_batch(collection_dirs, preset) -> dict:
+    """The box collection's first images as distillation's collection batch."""
+    data = data_config(preset)
+    transform = ImageTransform(ModelConfig.from_preset(preset).input_size, data.supervision_size,
+                               data.mask_threshold, categories=frozenset(["box"]))
+    return batch_of(collection_dirs["box"], transform)
+
+
+def distill_state(preset, student, teachers: dict, synthetic_batches: list, expert_cameras=None) -> DistillState:
+    cfg = section_config(DistillConfig, preset.section("distill"), "distill")
+    render = render_config(preset)
+    return DistillState(cfg, VolumeConfig.from_preset(preset), teachers, FieldObjective(student),
+                        torch.optim.Adam(student.parameters(), lr=cfg.lr), torch.Generator().manual_seed(0), CPU,
+                        NonFiniteGuard(3), render.focal_px, render.image_size, list(render.distance_range),
+                        iter(synthetic_batches), expert_cameras or {})
+
+
 def test_distill_step_moves_the_student_towards_its_teacher(collection_dirs, views_dir, small_preset):
     preset = load_preset(str(small_preset))
-    cfg = section_config(DistillConfig, preset.section("distill"), "distill")
-    data, render = data_config(preset), render_config(preset)
     student = network_of(preset)
     torch.manual_seed(1)
     teacher = ReconstructionNetwork(student.config).eval()  # another initialisation: a real gap to close
-    transform = ImageTransform(student.config.input_size, data.supervision_size, data.mask_threshold,
-                               categories=frozenset(["box"]))
-    batch = batch_of(collection_dirs["box"], transform)
+    batch = box_batch(collection_dirs, preset)
     synthetic = batch_of(views_dir, views_transform(preset, 0))
-
-    state = DistillState(cfg, VolumeConfig.from_preset(preset), {"box": teacher, "__synthetic__": teacher},
-                         FieldObjective(student), torch.optim.Adam(student.parameters(), lr=cfg.lr),
-                         torch.Generator().manual_seed(0), CPU, NonFiniteGuard(3), render.focal_px,
-                         render.image_size, list(render.distance_range), iter([synthetic] * 5))
+    state = distill_state(preset, student, {"box": teacher, "__synthetic__": teacher}, [synthetic] * 5)
     losses = [distill_step(state, batch)["loss"] for _ in range(4)]
     # measured (AVX-512 and AVX2 alike): 0.116, then 0.055-0.056
     assert all(math.isfinite(x) for x in losses) and np.mean(losses[1:]) < 0.7 * losses[0]
@@ -153,22 +162,15 @@ def test_a_pixel_aligned_distill_step_moves_the_student_towards_its_teachers(tmp
                             RunOptions(out=tmp_path / "expert", preset=str(small_preset), stop_after=2))
     expert = load_teacher(expert_path, torch.device("cpu"))
     preset = load_preset(str(override_preset(small_preset, tmp_path, model={"pixel_features": 4})))
-    cfg = section_config(DistillConfig, preset.section("distill"), "distill")
-    data, render = data_config(preset), render_config(preset)
     student = network_of(preset)
     torch.manual_seed(1)
     synthetic = ReconstructionNetwork(student.config).eval()  # another initialisation: a real gap to close
-    transform = ImageTransform(student.config.input_size, data.supervision_size, data.mask_threshold,
-                               categories=frozenset(["box"]))
-    batch = batch_of(collection_dirs["box"], transform)
+    batch = box_batch(collection_dirs, preset)
+    data = data_config(preset)
     views = ViewsTransform(student.config.input_size, data.supervision_size, 0, data.mask_threshold,
                            view_frame=True)
-    synthetic_batch = batch_of(views_dir, views)
-    state = DistillState(cfg, VolumeConfig.from_preset(preset), {"box": expert, "__synthetic__": synthetic},
-                         FieldObjective(student), torch.optim.Adam(student.parameters(), lr=cfg.lr),
-                         torch.Generator().manual_seed(0), CPU, NonFiniteGuard(3), render.focal_px,
-                         render.image_size, list(render.distance_range), iter([synthetic_batch] * 10),
-                         {"box": ExpertCameras.load(expert_path)})
+    state = distill_state(preset, student, {"box": expert, "__synthetic__": synthetic},
+                          [batch_of(views_dir, views)] * 10, {"box": ExpertCameras.load(expert_path)})
     assert state.pixel_aligned
     losses = [distill_step(state, batch)["loss"] for _ in range(10)]
     # measured (AVX-512 and AVX2 alike): 0.103, then 0.088 ... 0.037-0.042 over the last three

@@ -13,6 +13,7 @@ from typing import Any
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset, section_config
+from ss3d_model.cameras import VIEW_BOX_HALF_SIZE
 
 # Feature width of each supported torchvision trunk (its classifier removed).
 ENCODER_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -134,8 +135,6 @@ class ExtractConfig:
     def grid(self, view_frame: bool) -> tuple[int, int, float]:
         """(resolution, coarse_resolution, box_half_size) of the extraction grid: the preset's, or for a model that
         predicts in the view frame (pixel-aligned) a box of at least ``VIEW_BOX_HALF_SIZE`` with cells no coarser."""
-        from ss3d_model.cameras import VIEW_BOX_HALF_SIZE
-
         if not view_frame or self.box_half_size >= VIEW_BOX_HALF_SIZE:
             return self.resolution, self.coarse_resolution, self.box_half_size
         coarse = math.ceil(self.coarse_resolution * VIEW_BOX_HALF_SIZE / self.box_half_size)
