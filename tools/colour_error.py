@@ -29,7 +29,13 @@ from ss3d_data import Ss3dError
 from ss3d_data.shards import SkipCounter, iter_samples, resolve_shards
 from ss3d_eval.predict import iter_test_items
 from ss3d_model.raster import rasterise
-from ss3d_model.reconstruct import colour_from_input, inference_settings, load_for_inference, reconstruct_mesh
+from ss3d_model.reconstruct import (
+    colour_from_input,
+    inference_settings,
+    input_settings,
+    load_for_inference,
+    reconstruct_mesh,
+)
 
 WHITE = (255, 255, 255)
 
@@ -80,7 +86,7 @@ def main() -> None:
             continue
         try:
             mesh = reconstruct_mesh(network, item.image, item.mask, replace(extract, colours="network"),
-                                    mask_threshold)
+                                    mask_threshold, crop=input_settings(meta))
         except Ss3dError:
             continue
         vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)

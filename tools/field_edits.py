@@ -27,7 +27,7 @@ from ss3d_data.preprocess import crop_to_mask
 from ss3d_eval.predict import iter_test_items
 from ss3d_model.extract import dense_grid, lattice_points, mesh_from_grid
 from ss3d_model.input_view import REFINE_SIZE, fit_input_view
-from ss3d_model.reconstruct import encode_input, inference_settings, load_for_inference
+from ss3d_model.reconstruct import encode_input, inference_settings, input_settings, load_for_inference
 
 LEVELS = (1.0, 1.5, 2.0, 3.0, 4.0)
 
@@ -77,7 +77,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     box, level = extract.box_half_size, extract.density_threshold
     for item in iter_test_items(args.shards):
-        z = encode_input(network, item.image, item.mask, mask_threshold)
+        z = encode_input(network, item.image, item.mask, mask_threshold, input_settings(meta))
 
         def density(points: torch.Tensor) -> torch.Tensor:
             return network.decode(z, points[None])[0][0]

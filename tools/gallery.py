@@ -24,7 +24,13 @@ from ss3d_data import Ss3dError
 from ss3d_data.atomic import atomic_write
 from ss3d_eval.evaluate import GroundTruth
 from ss3d_eval.predict import iter_test_items
-from ss3d_model.reconstruct import image_tensor, inference_settings, load_for_inference, reconstruct_mesh
+from ss3d_model.reconstruct import (
+    image_tensor,
+    inference_settings,
+    input_settings,
+    load_for_inference,
+    reconstruct_mesh,
+)
 from ss3d_model.turntable import turntable
 
 GREY = np.array([170, 170, 170, 255], np.uint8)
@@ -59,7 +65,7 @@ def main() -> None:
         extract, mask_threshold = inference_settings(meta)
         if label in colours:
             extract = replace(extract, colours=colours.pop(label))
-        methods.append((label, network, extract, mask_threshold))
+        methods.append((label, network, extract, mask_threshold, input_settings(meta)))
     if colours:
         raise SystemExit(f"error: --colours names no --method label: {', '.join(colours)}")
     wanted = {c for c in args.categories.split(",") if c}
@@ -78,9 +84,9 @@ def main() -> None:
         gt = trimesh.Trimesh(shape.vertices, shape.faces, process=False)
         gt.visual.vertex_colors = np.tile(GREY, (len(gt.vertices), 1))
         strips.append(_views(gt, views, size))
-        for _, network, extract, mask_threshold in methods:
+        for _, network, extract, mask_threshold, input_crop in methods:
             try:
-                mesh = reconstruct_mesh(network, item.image, item.mask, extract, mask_threshold)
+                mesh = reconstruct_mesh(network, item.image, item.mask, extract, mask_threshold, crop=input_crop)
             except Ss3dError:
                 mesh = None
             strips.append(_views(mesh, views, size))

@@ -25,7 +25,7 @@ from ss3d_eval.metrics import score, voxelize
 from ss3d_eval.predict import iter_test_items
 from ss3d_eval.shapes import Shape
 from ss3d_model.extract import extract_mesh
-from ss3d_model.reconstruct import encode_input, inference_settings, load_for_inference
+from ss3d_model.reconstruct import encode_input, inference_settings, input_settings, load_for_inference
 
 
 def main() -> int:
@@ -47,7 +47,7 @@ def main() -> int:
         if item is None:
             raise Ss3dError(f"no test image of {args.instance} in {args.shards}")
         with torch.inference_mode():
-            z = encode_input(network, item.image, item.mask, mask_threshold)[0]
+            z = encode_input(network, item.image, item.mask, mask_threshold, input_settings(meta))[0]
             grid = extract.grid(network.config.pixel_features > 0)
             meshes = [extract_mesh(network, z, *grid[:2], level, grid[2]) for level in levels]
     except (Ss3dError, ValueError) as err:

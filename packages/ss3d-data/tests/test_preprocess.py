@@ -41,3 +41,23 @@ def test_resize_view_scales_intrinsics_consistently():
     assert img.shape == (64, 64, 3) and msk.shape == (64, 64)
     np.testing.assert_allclose(k2, [[50, 0, 32], [0, 50, 32], [0, 0, 1]])
     assert msk[16:48, 16:48].min() == 255 and msk[:15].max() == 0
+
+
+def test_margin_crop_pads_at_the_photos_scale_and_maps_the_box():
+    image = np.full((120, 200, 3), 200, np.uint8)
+    mask = np.zeros((120, 200), np.uint8)
+    mask[30:70, 40:140] = 255  # 100 wide, 40 tall: squared to 100 x 100, then 20 px on every side -> 140 px
+    out = crop_to_mask(image, mask, 70, margin_px=20)
+    assert out.image.shape == (70, 70, 3) and out.scale == 0.5
+    fg = out.mask >= 128
+    cols, rows = np.nonzero(fg.any(0))[0], np.nonzero(fg.any(1))[0]
+    assert (cols[0], cols[-1]) == (10, 59) and (rows[0], rows[-1]) == (25, 44)  # 20 px of the photo = 10 px here
+    for corner, pixel in (((40, 30), (10, 25)), ((140, 70), (60, 45))):
+        np.testing.assert_allclose(np.array(corner) * out.scale + np.array(out.offset), pixel)
+    # The soft mask scales the photo instead of cutting it at the threshold.
+    mask[30:70, 40] = 200  # above the threshold: the hard crop keeps it whole, the soft one at 200 / 255
+    soft = crop_to_mask(image, mask, 70, margin_px=20, soft_mask=True)
+    hard = crop_to_mask(image, mask, 70, margin_px=20)
+    assert soft.image[30, 10, 0] < hard.image[30, 10, 0]
+    with pytest.raises(Ss3dError, match="margin"):
+        crop_to_mask(image, mask, 70, margin_px=-1)

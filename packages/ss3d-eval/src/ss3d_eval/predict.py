@@ -85,20 +85,22 @@ class MeshDirPredictor(Predictor):
 @dataclass
 class CheckpointPredictor(Predictor):
     """Predictions by a checkpoint, meshed by ``ss3d_model.reconstruct_mesh`` (the view preprocessed as in
-    training, encoded, marching cubes) with ``preset``'s ``[extract]`` settings, or (``preset`` None) those the
-    checkpoint records. Loaded on construction, as ``ss3d-model reconstruct`` loads it (tensors checked against the
-    recorded architecture): a checkpoint that cannot be used fails with one line before any sample is scored, not
-    as a failed row per sample. Its metadata's ``categories`` say which categories it has seen."""
+    training, or with the input crop the checkpoint records, encoded, marching cubes) with ``preset``'s
+    ``[extract]`` settings, or (``preset`` None) those the checkpoint records. Loaded on construction, as
+    ``ss3d-model reconstruct`` loads it (tensors checked against the recorded architecture): a checkpoint that
+    cannot be used fails with one line before any sample is scored, not as a failed row per sample. Its metadata's
+    ``categories`` say which categories it has seen."""
 
     checkpoint: Path = field(default_factory=Path)
     preset: str | None = None
 
     def __post_init__(self) -> None:
         from ss3d_model import load_network
-        from ss3d_model.reconstruct import inference_settings
+        from ss3d_model.reconstruct import inference_settings, input_settings
 
         self._network, meta = load_network(self.checkpoint)
         self._extract, self._mask_threshold = inference_settings(meta, self.preset)
+        self._crop = input_settings(meta)  # the weights' own input crop: presets never change it
         stat = self.checkpoint.stat()
         self.seen_categories = frozenset(meta.categories)
         self.fingerprint = f"{stat.st_size}:{stat.st_mtime_ns}:{meta.stage}:{meta.step}"
@@ -106,7 +108,8 @@ class CheckpointPredictor(Predictor):
     def predict(self, item: TestItem) -> Shape:
         from ss3d_model.reconstruct import reconstruct_mesh
 
-        mesh = reconstruct_mesh(self._network, item.image, item.mask, self._extract, self._mask_threshold)
+        mesh = reconstruct_mesh(self._network, item.image, item.mask, self._extract, self._mask_threshold,
+                                crop=self._crop)
         return make_shape(mesh.vertices, mesh.faces, f"{self.label}:{item.key}")
 
 

@@ -38,6 +38,7 @@ from ss3d_model.checkpoint import (
 from ss3d_model.config import ExtractConfig, ModelConfig, VolumeConfig
 from ss3d_model.io import load_network, save_network
 from ss3d_model.network import ReconstructionNetwork, load_imagenet_encoder
+from ss3d_model.official import import_official
 from ss3d_model.render import composite, ray_bounds, render_image, render_rays, sample_depths
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "ReconstructionNetwork",
     "VolumeConfig",
     "composite",
+    "import_official",
     "intrinsics_matrix",
     "load_checkpoint",
     "load_imagenet_encoder",

@@ -16,6 +16,12 @@ app = make_app("ss3d-model", "The ss3d reconstruction model: inspect checkpoints
 
 PresetOpt = Annotated[str, typer.Option("--preset", envvar="SS3D_PRESET",
                                         help="Preset name or .toml path ([model] for init; [extract] for meshes).")]
+ResolutionOpt = Annotated[int | None, typer.Option(
+    "--resolution", help="Extraction grid: marching-cubes cells per axis (default: the checkpoint's [extract] "
+    "resolution).")]
+CoarseOpt = Annotated[int | None, typer.Option(
+    "--coarse-resolution", help="First grid of the coarse-to-fine extraction; equal to --resolution: dense, every "
+    "lattice point evaluated (the authors' demo: --resolution 99 --coarse-resolution 99).")]
 
 
 @app.command("info")
@@ -46,6 +52,22 @@ def init_command(
     console.print(f"wrote {out} (preset {meta.preset}, encoder {meta.encoder_init})")
 
 
+@app.command("import-official")
+def import_official_command(
+    source: Annotated[Path, typer.Argument(help="The authors' released distilled_model.torch (a state dict).")],
+    out: Annotated[Path, typer.Option("--out", help="ss3d checkpoint to write (.safetensors).")],
+) -> None:
+    """Convert the authors' released distilled model (research use only: CC-BY-NC 4.0) into an ss3d checkpoint
+    (stage distill, preset paper) that reconstruct, serve and ss3d-eval feed and mesh as the authors' demo does.
+    The file is read without running any code it may hold; nothing is downloaded."""
+    from ss3d_model.official import import_official
+
+    meta = import_official(source, out)
+    origin = meta.extra["origin"]
+    console.print(f"wrote {out} (the authors' distilled model, sha256 {origin['sha256'][:12]}...; licence "
+                  f"{origin['licence']})", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("reconstruct")
 def reconstruct_command(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained ss3d checkpoint (.safetensors).")],
@@ -74,6 +96,8 @@ def reconstruct_command(
         "--colours", help="Vertex colours: 'network' (the decoder's) or 'input' (the photo's, through the view that "
         "best reproduces the mask; hidden parts get the object's mean colour). Default: the preset's [extract] "
         "colours.")] = None,
+    resolution: ResolutionOpt = None,
+    coarse_resolution: CoarseOpt = None,
 ) -> None:
     """Reconstruct a coloured mesh from each image (the paper's input preprocessing, then extraction). Images without a
     mask or alpha get an automatic one, saved next to the mesh so it can be checked, fixed and passed back."""
@@ -81,8 +105,10 @@ def reconstruct_command(
     from ss3d_model.config import COLOUR_SOURCES
     from ss3d_model.reconstruct import (
         inference_settings,
+        input_settings,
         load_for_inference,
         load_input,
+        override_grid,
         plan_jobs,
         reconstruct_mesh,
         write_mesh,
@@ -91,11 +117,15 @@ def reconstruct_command(
     from ss3d_model.turntable import turntable as turntable_views
 
     positive("--threshold", threshold)
+    at_least("--resolution", resolution, 2)
+    at_least("--coarse-resolution", coarse_resolution, 2)
     if colours is not None and colours not in COLOUR_SOURCES:
         raise Ss3dError(f"--colours must be one of {', '.join(COLOUR_SOURCES)}, got {colours!r}")
     jobs = plan_jobs(image, mask, out, turntable, mesh_format, checkpoint)
     network, meta, compiled = load_for_inference(checkpoint, compile_decoder)
     extract, mask_threshold = inference_settings(meta, preset)
+    extract = override_grid(extract, resolution, coarse_resolution)
+    crop = input_settings(meta)
     if colours is not None:
         extract = replace(extract, colours=colours)
     if compile_decoder and not compiled:
@@ -107,7 +137,7 @@ def reconstruct_command(
             loaded = load_input(job.image, job.mask)
             mask_out = job.auto_mask if loaded.mask_source == "automatic" else None
             try:
-                mesh = reconstruct_mesh(network, loaded.rgb, loaded.mask, extract, mask_threshold, threshold)
+                mesh = reconstruct_mesh(network, loaded.rgb, loaded.mask, extract, mask_threshold, threshold, crop)
             except Ss3dError as err:  # in batch mode, say which image
                 raise Ss3dError(f"{job.image}: {err}", hint=err.hint) from None
             write_mesh(mesh, job.out)
@@ -139,13 +169,17 @@ def serve_command(
     preset: Annotated[str | None, typer.Option(
         "--preset", envvar="SS3D_PRESET", help="Preset whose [extract] settings mesh the field (default: those the "
         "checkpoint was trained with).")] = None,
+    resolution: ResolutionOpt = None,
+    coarse_resolution: CoarseOpt = None,
 ) -> None:
     """A local web page: upload a photo (and optionally a mask), see the mask used, the mesh in a 3D viewer and a
     turntable, download GLB/OBJ/PLY. Ctrl-C stops it."""
     from ss3d_model.serve import serve
 
     positive("--threshold", threshold)
-    serve(checkpoint, host, port, preset, threshold, compile_decoder)
+    at_least("--resolution", resolution, 2)
+    at_least("--coarse-resolution", coarse_resolution, 2)
+    serve(checkpoint, host, port, preset, threshold, compile_decoder, resolution, coarse_resolution)
 
 
 def main() -> None:

@@ -97,31 +97,76 @@ def load_input(image_path: Path, mask_path: Path | None = None) -> LoadedInput:
         raise Ss3dError(f"{image_path}: {err}", hint=err.hint) from None
 
 
-def input_crop(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> Cropped:
-    """The paper's preprocessing (crop to the mask box, resize, zero-pad). An object whose mask box is under
-    ``MIN_SIDE`` px on its longer side is refused: scaled up to the input size it is only a blur."""
+@dataclass(frozen=True)
+class InputCrop:
+    """How a checkpoint's encoder inputs are cut beyond the mask box (``ss3d_data.preprocess.crop_to_mask``): the
+    defaults are the crop every ss3d-trained checkpoint was trained with; a checkpoint that needs another records
+    it in ``extra["input"]`` (:func:`input_settings`)."""
+
+    margin_px: int = 0       # zero border on every side of the square-padded box, in the photo's own pixels
+    soft_mask: bool = False  # photo times mask / 255 instead of zero below the mask threshold
+
+
+PLAIN_CROP = InputCrop()
+_INPUT_KEYS = {"mask_threshold": (int, float), "crop_margin_px": (int,), "soft_mask": (bool,)}
+
+
+def input_record(meta: CheckpointMeta) -> dict[str, object]:
+    """The checkpoint's ``extra["input"]`` record, checked: {} when absent; a malformed one is refused (guessing
+    would feed the weights inputs unlike those they were trained on)."""
+    record = meta.extra.get("input")
+    if record is None:
+        return {}
+    if not isinstance(record, dict):
+        raise Ss3dError(f"the checkpoint's input record must be an object, got {type(record).__name__}")
+    for key, value in record.items():
+        kinds = _INPUT_KEYS.get(key)
+        if kinds is None:
+            raise Ss3dError(f"the checkpoint's input record has an unknown key {key!r} (this ss3d knows "
+                            f"{', '.join(_INPUT_KEYS)})", hint="a newer ss3d wrote it; use that release")
+        if isinstance(value, bool) != (kinds == (bool,)) or not isinstance(value, kinds):
+            raise Ss3dError(f"the checkpoint's input record {key} = {value!r} has the wrong type")
+    threshold, margin = record.get("mask_threshold", 0.5), record.get("crop_margin_px", 0)
+    if not 0 <= threshold <= 1 or margin < 0:
+        raise Ss3dError(f"the checkpoint's input record is out of range ({record})")
+    return dict(record)
+
+
+def input_settings(meta: CheckpointMeta) -> InputCrop:
+    """The crop a checkpoint's encoder expects (``extra["input"]``; absent: :data:`PLAIN_CROP`). Presets never
+    change it: it belongs to the weights, not to a meshing choice."""
+    record = input_record(meta)
+    return InputCrop(int(record.get("crop_margin_px", 0)), bool(record.get("soft_mask", False)))
+
+
+def input_crop(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float,
+               crop: InputCrop = PLAIN_CROP) -> Cropped:
+    """The paper's preprocessing (crop to the mask box, resize, zero-pad), or the one ``crop`` names. An object
+    whose mask box is under ``MIN_SIDE`` px on its longer side is refused: scaled up to the input size it is only a
+    blur."""
     rows, cols = np.nonzero(np.asarray(mask) >= round(mask_threshold * 255))
     if len(rows) and max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 < MIN_SIDE:
         raise Ss3dError(f"the object is only {cols.max() - cols.min() + 1}x{rows.max() - rows.min() + 1} px in the "
                         f"mask; at least {MIN_SIDE} px are needed", hint="use a larger photo of the object")
-    return crop_to_mask(rgb, mask, input_size, mask_threshold)
+    return crop_to_mask(rgb, mask, input_size, mask_threshold, crop.margin_px, crop.soft_mask)
 
 
-def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float) -> torch.Tensor:
+def image_tensor(rgb: np.ndarray, mask: np.ndarray, input_size: int, mask_threshold: float,
+                 crop: InputCrop = PLAIN_CROP) -> torch.Tensor:
     """:func:`input_crop` -> [1, 3, S, S] float in [0, 1]."""
-    return _crop_tensor(input_crop(rgb, mask, input_size, mask_threshold))
+    return _crop_tensor(input_crop(rgb, mask, input_size, mask_threshold, crop))
 
 
 def _crop_tensor(cropped: Cropped) -> torch.Tensor:
     return torch.from_numpy(cropped.image).permute(2, 0, 1)[None].float() / 255.0
 
 
-def encode_input(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, mask_threshold: float = 0.5
-                 ) -> torch.Tensor:
+def encode_input(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, mask_threshold: float = 0.5,
+                 crop: InputCrop = PLAIN_CROP) -> torch.Tensor:
     """One segmented image -> its code [1, code_dim] (a pixel-aligned network's input view is the view frame's
-    camera: ``ss3d_model.cameras.photo_projection``)."""
+    camera: ``ss3d_model.cameras.photo_projection``). ``crop``: the checkpoint's :func:`input_settings`."""
     size = network.config.input_size
-    cropped = input_crop(rgb, mask, size, mask_threshold)
+    cropped = input_crop(rgb, mask, size, mask_threshold, crop)
     images = _crop_tensor(cropped)
     projection = None
     if network.config.pixel_features:
@@ -132,14 +177,16 @@ def encode_input(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarr
 
 
 def reconstruct_mesh(network: ReconstructionNetwork, rgb: np.ndarray, mask: np.ndarray, extract: ExtractConfig,
-                     mask_threshold: float = 0.5, threshold: float | None = None) -> trimesh.Trimesh:
+                     mask_threshold: float = 0.5, threshold: float | None = None, crop: InputCrop = PLAIN_CROP
+                     ) -> trimesh.Trimesh:
     """One segmented image -> coloured mesh in canonical units (a pixel-aligned model's: in the input camera's view
-    frame, posed as the image shows the object) (``threshold`` overrides the preset's level).
+    frame, posed as the image shows the object) (``threshold`` overrides the preset's level; ``crop`` is the
+    checkpoint's :func:`input_settings`).
     :class:`~ss3d_data.errors.EmptySurface` when the density never reaches the level. With ``extract.colours ==
     "input"`` the vertex colours come from the image (:func:`colour_from_input`)."""
     level = extract.density_threshold if threshold is None else threshold
     with torch.inference_mode():
-        z = encode_input(network, rgb, mask, mask_threshold)
+        z = encode_input(network, rgb, mask, mask_threshold, crop)
         resolution, coarse, box = extract.grid(network.config.pixel_features > 0)
         mesh = extract_mesh(network, z[0], resolution, coarse, level, box)
     if len(mesh.faces) == 0:
@@ -283,7 +330,41 @@ def inference_settings(meta: CheckpointMeta, preset: str | None = None) -> tuple
     """(extraction settings, mask threshold) to mesh a checkpoint with: those of ``preset`` when given, else those the
     checkpoint records (training stages store their preset's ``[extract]`` section and mask threshold in
     ``extra``), else those of the preset it names. A checkpoint trained with the ``cpu`` preset thus meshes at the
-    cpu threshold without the user repeating ``--preset cpu``."""
+    cpu threshold without the user repeating ``--preset cpu``. A mask threshold in the checkpoint's input record
+    (``extra["input"]``, :func:`input_settings`) wins over every preset: it decides the crop the weights see."""
+    extract, mask_threshold = _preset_or_recorded(meta, preset)
+    recorded = input_record(meta).get("mask_threshold")
+    return extract, mask_threshold if recorded is None else float(recorded)
+
+
+def override_grid(extract: ExtractConfig, resolution: int | None = None, coarse_resolution: int | None = None
+                  ) -> ExtractConfig:
+    """``extract`` with another extraction grid (``--resolution``, ``--coarse-resolution``; equal values: dense
+    extraction, every lattice point evaluated). A resolution alone keeps the recorded coarse grid where that still
+    divides it by a power of two, else it is extracted densely."""
+    if resolution is None and coarse_resolution is None:
+        return extract
+    fine = extract.resolution if resolution is None else resolution
+    if coarse_resolution is not None:
+        coarse = coarse_resolution
+    else:
+        coarse = extract.coarse_resolution if _power_of_two_ratio(fine, extract.coarse_resolution) else fine
+    for option, value in (("--resolution", fine), ("--coarse-resolution", coarse)):
+        if value < 2:
+            raise Ss3dError(f"{option} must be >= 2, got {value}")
+    if not _power_of_two_ratio(fine, coarse):
+        raise Ss3dError(f"--resolution {fine} must be --coarse-resolution {coarse} times a power of two",
+                        hint="equal values extract densely (the authors' demo: --resolution 99 --coarse-resolution "
+                        "99, 100 lattice points per axis)")
+    return replace(extract, resolution=fine, coarse_resolution=coarse)
+
+
+def _power_of_two_ratio(fine: int, coarse: int) -> bool:
+    ratio = fine // coarse if coarse > 0 else 0
+    return ratio >= 1 and ratio * coarse == fine and not ratio & (ratio - 1)
+
+
+def _preset_or_recorded(meta: CheckpointMeta, preset: str | None) -> tuple[ExtractConfig, float]:
     if preset is None and isinstance(meta.extra.get("extract"), dict):
         try:
             extract = section_config(ExtractConfig, dict(meta.extra["extract"]), "extract")

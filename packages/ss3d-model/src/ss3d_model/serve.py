@@ -43,9 +43,13 @@ from ss3d_model.config import ExtractConfig
 from ss3d_model.network import ReconstructionNetwork
 from ss3d_model.reconstruct import (
     IMAGE_SUFFIXES,
+    PLAIN_CROP,
+    InputCrop,
     inference_settings,
+    input_settings,
     load_for_inference,
     load_input,
+    override_grid,
     reconstruct_mesh,
     write_mesh,
     write_png,
@@ -149,11 +153,13 @@ class Result:
 
 
 class Reconstructor:
-    """A loaded network and its extraction settings; ``run`` turns uploads into a Result."""
+    """A loaded network, its extraction settings and the input crop its checkpoint records; ``run`` turns uploads
+    into a Result."""
 
     def __init__(self, network: ReconstructionNetwork, extract: ExtractConfig, mask_threshold: float,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, crop: InputCrop = PLAIN_CROP) -> None:
         self.network, self.extract, self.mask_threshold, self.threshold = network, extract, mask_threshold, threshold
+        self.crop = crop
         self.lock = threading.Lock()  # one reconstruction at a time: the network is the expensive shared part
 
     @property
@@ -162,10 +168,12 @@ class Reconstructor:
 
     @classmethod
     def load(cls, checkpoint: Path, preset: str | None = None, threshold: float | None = None,
-             compile: bool = False) -> Reconstructor:
+             compile: bool = False, resolution: int | None = None, coarse_resolution: int | None = None
+             ) -> Reconstructor:
         network, meta, _ = load_for_inference(checkpoint, compile)
         extract, mask_threshold = inference_settings(meta, preset)
-        return cls(network, extract, mask_threshold, threshold)
+        extract = override_grid(extract, resolution, coarse_resolution)
+        return cls(network, extract, mask_threshold, threshold, input_settings(meta))
 
     def run(self, image: Upload, mask: Upload | None, threshold: float | None = None) -> Result:
         """Uploads -> Result. Bad input raises RequestError (400) whose message names the uploaded files."""
@@ -183,7 +191,8 @@ class Reconstructor:
                 rgb, msk = loaded.rgb, loaded.mask
                 level = self.threshold if threshold is None else threshold
                 with self.lock:
-                    mesh = reconstruct_mesh(self.network, rgb, msk, self.extract, self.mask_threshold, level)
+                    mesh = reconstruct_mesh(self.network, rgb, msk, self.extract, self.mask_threshold, level,
+                                            self.crop)
                 for suffix in _MESH_TYPES:  # the CLI's writers, so downloads equal `ss3d-model reconstruct` files
                     write_mesh(mesh, root / f"mesh.{suffix}")
                     files_[f"mesh.{suffix}"] = (root / f"mesh.{suffix}").read_bytes()
@@ -369,9 +378,11 @@ def make_server(reconstructor: Reconstructor, host: str = "127.0.0.1", port: int
 
 
 def serve(checkpoint: Path, host: str = "127.0.0.1", port: int = 8000, preset: str | None = None,
-          threshold: float | None = None, compile: bool = False) -> None:
+          threshold: float | None = None, compile: bool = False, resolution: int | None = None,
+          coarse_resolution: int | None = None) -> None:
     """Load ``checkpoint``, print the page's URL and serve until Ctrl-C."""
-    server = make_server(Reconstructor.load(checkpoint, preset, threshold, compile), host, port)
+    server = make_server(Reconstructor.load(checkpoint, preset, threshold, compile, resolution, coarse_resolution),
+                         host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]listening on {host}: anyone who can reach this machine can use the page[/yellow]")
     console.print(f"ss3d is serving {checkpoint.name} on [bold]{server.url}[/bold] (Ctrl-C stops)")
