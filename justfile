@@ -38,6 +38,22 @@ test *args:
     python -m ruff check packages tools tests
     python -m pytest -n 2 --dist loadfile {{args}}
 
+# Other CPUs run other float kernels (AMD EPYC: no AMX; others AVX2 only), and a user's machine must pass too.
+# Marker `float_sensitive`: tests that judge what optimiser steps or bf16 produce by a threshold.
+# the float-sensitive tests under every CPU kernel set that gives this machine other numbers (tools/kernel_sets.py)
+test-kernels *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mapfile -t sets < <(python tools/kernel_sets.py --differ)
+    echo "kernel sets that differ here: ${#sets[@]}"
+    failed=()
+    for setting in "${sets[@]}"; do
+      echo "== $setting"
+      env $setting python -m pytest -n 2 --dist loadfile -m float_sensitive {{args}} || failed+=("$setting")
+    done
+    if [ ${#failed[@]} -gt 0 ]; then printf 'failed under: %s\n' "${failed[@]}"; exit 1; fi
+    echo "float-sensitive tests green under every kernel set (${#sets[@]} beside this machine's own)"
+
 # the main job: data -> pretrain -> selftrain -> distill -> eval -> report, on the default offline data
 demo: data pretrain selftrain distill eval report
     @echo "ss3d demo done (preset {{preset}}):"

@@ -102,6 +102,7 @@ def _inputs(shards: str, size: int) -> torch.Tensor:
     return torch.stack(images)
 
 
+@pytest.mark.float_sensitive
 def test_distilled_student_matches_its_teachers_better_than_a_random_network(pipeline):
     data, runs = pipeline
     student, meta = load_network(runs / "distill" / "distill.safetensors")
@@ -125,6 +126,7 @@ def _mean_iou(path: Path) -> float:
     return float(np.mean([r["iou"] or 0.0 for r in rows]))  # a failed row (no surface at all) scores 0
 
 
+@pytest.mark.float_sensitive
 def test_distilled_model_beats_a_random_network_in_iou(pipeline, tmp_path):
     data, runs = pipeline
     random_net = tmp_path / "random.safetensors"

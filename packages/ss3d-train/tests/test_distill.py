@@ -70,6 +70,7 @@ def test_student_approaches_its_teachers(tmp_path, teachers, collection_dirs, vi
 
 
 @pytest.mark.slow
+@pytest.mark.float_sensitive
 def test_a_warm_started_student_begins_at_its_init_checkpoint(tmp_path, teachers, collection_dirs, views_dir,
                                                               small_preset):
     experts = {"box": teachers["box"], "ball": teachers["ball"]}

@@ -43,6 +43,7 @@ def _gradient(objective_type, network, preset, batch, micro_batch: int) -> tuple
     return float(loss.detach()), [p.grad.clone() for p in network.parameters()]
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("occupancy", [False, True])
 def test_micro_batched_gradient_equals_the_whole_batch_gradient(views_dir, occupancy_views_dir, small_preset,
                                                                 occupancy):
@@ -60,6 +61,7 @@ def test_micro_batched_gradient_equals_the_whole_batch_gradient(views_dir, occup
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.float_sensitive
 def test_micro_batched_distillation_field_matches(small_preset):
     preset = load_preset(str(small_preset))
     torch.manual_seed(0)
@@ -76,19 +78,22 @@ def test_micro_batched_distillation_field_matches(small_preset):
 
 
 @pytest.mark.slow
+@pytest.mark.float_sensitive
 def test_a_micro_batched_run_resumes_bit_identically(views_dir, small_preset, tmp_path):
     opts = dict(preset=str(small_preset), epochs=1, seed=4, micro_batch=1)
     straight = pretrain([str(views_dir)], RunOptions(out=tmp_path / "straight", **opts))
     pretrain([str(views_dir)], RunOptions(out=tmp_path / "split", stop_after=2, **opts))
     resumed = pretrain([str(views_dir)], RunOptions(out=tmp_path / "split", resume=True, **opts))
     assert weights_fingerprint(load_network(straight)[0]) == weights_fingerprint(load_network(resumed)[0])
-    # and the whole-batch run follows the same loss curve, up to float rounding (weights are not compared: Adam
-    # turns rounding-level differences of near-zero gradients into steps of the learning rate's size)
+    # The whole-batch run starts from the same loss. Later losses are not compared: Adam's first updates are
+    # lr * sign(gradient), so a near-zero gradient's rounding flips a whole lr-sized step, and the curves part by
+    # percents on other CPUs' kernels (measured 10.8% at step 4 on an AMD EPYC; even plain SGD at lr 1e-3 parts them
+    # by 0.9% in 3 steps under SSE4.1 convolutions, through the random trunk's batch statistics). What is determined,
+    # the micro-batched step's loss and gradients, test_micro_batched_gradient_equals_the_whole_batch_gradient checks.
     pretrain([str(views_dir)], RunOptions(out=tmp_path / "whole", **{**opts, "micro_batch": 0}))
     curves = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
               for run in ("whole", "straight")]
-    assert len(curves[0]) == 4 and curves[1][0] == pytest.approx(curves[0][0], rel=1e-6)
-    assert curves[1] == pytest.approx(curves[0], rel=0.03)  # Adam's first steps are lr * sign(gradient)
+    assert len(curves[0]) == len(curves[1]) == 4 and curves[1][0] == pytest.approx(curves[0][0], rel=1e-6)
 
 
 def test_the_paper_step_estimate_and_the_micro_batch_that_fits():
@@ -120,20 +125,35 @@ def test_a_step_that_cannot_fit_is_refused_before_anything_is_written(views_dir,
     assert result.exit_code == 2 and "--precision 'fp16'" in result.output
 
 
-def test_bf16_autocast_trains_close_to_fp32(views_dir, small_preset):
+@pytest.mark.float_sensitive
+def test_bf16_autocast_computes_close_to_fp32(views_dir, small_preset):
+    """One forward and backward pass under bf16 autocast against fp32: the products run in bfloat16, the loss and the
+    gradients stay float32 and close. Batch norm uses fixed statistics (eval mode) here: with a batch's own
+    statistics, a random trunk's near-constant channels are divided by their tiny spread, which turns bf16's 0.4%
+    rounding into 10% of the latent on one CPU's kernels and 3% on another's (measured); that amplification is the
+    untrained trunk's, not bf16's. Measured with fixed statistics (AMD EPYC, AVX2 and the `default` kernels): loss
+    0.6-0.7% apart, gradient cosine 0.93-0.96."""
     preset = load_preset(str(small_preset))
     batch = _batch(str(views_dir), preset)
     cfg = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
     volume = VolumeConfig.from_preset(preset)
-    losses = {}
+    losses, gradients, product_dtypes = {}, {}, {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        network = ReconstructionNetwork(ModelConfig.from_preset(preset)).train()
+        network = ReconstructionNetwork(ModelConfig.from_preset(preset)).eval()
+        seen = product_dtypes.setdefault(precision, set())
+        hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+                 for m in network.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
         objective = RenderObjective(network, volume.samples_per_ray, precision=precision)
         loss, _ = _pretrain_loss(objective, batch, cfg, volume, torch.Generator().manual_seed(5),
                                  World(0, 1, 0, CPU))
         loss.backward()
+        for hook in hooks:
+            hook.remove()
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
-        assert all(torch.isfinite(p.grad).all() for p in network.parameters())
+        assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in network.parameters())
         losses[precision] = float(loss.detach())
-    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+        gradients[precision] = torch.cat([p.grad.flatten() for p in network.parameters()])
+    assert product_dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)  # 3x the measured 0.7%
+    assert torch.nn.functional.cosine_similarity(gradients["bf16"], gradients["fp32"], 0) > 0.8

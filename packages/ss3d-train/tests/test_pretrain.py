@@ -42,6 +42,7 @@ def fixed_batch_loss(checkpoint, shards, preset_path) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.float_sensitive
 def test_pretrain_reduces_loss_and_writes_its_run(views_dir, small_preset, override_preset, tmp_path):
     preset = override_preset(small_preset, tmp_path, pretrain={"checkpoint_every": 1000})  # the final one only
     first = pretrain([str(views_dir)], RunOptions(out=tmp_path / "a", preset=str(preset), epochs=1,
@@ -129,13 +130,15 @@ def test_occupancy_loss_golden_values():
 
 
 @pytest.mark.slow
+@pytest.mark.float_sensitive
 def test_occupancy_supervision_teaches_the_solid(occupancy_views_dir, views_dir, small_preset, override_preset,
                                                 tmp_path):
-    # density_scale 10 (as the cpu preset): densities reach the threshold within a few dozen steps. Weight 10: at
-    # weight 1 the render loss's gradients dominate Adam's normalised steps and the occupancy loss stayed at its
-    # prior (0.58) for 120 steps (measured).
+    # density_scale 10 (as the cpu preset): densities reach the threshold within a few dozen steps. Weight 100: the
+    # render loss's gradients otherwise dominate Adam's normalised steps and when the occupancy loss leaves its prior
+    # (0.58) is a trajectory: at weight 10 it fell after 60-80 steps with AVX2 kernels and not in 160 steps with
+    # ATEN_CPU_CAPABILITY=default; at weight 100 it falls from about step 30 there (accuracy 0.91 at 160 steps).
     # One checkpoint at the end: writing the small preset's every-3-steps checkpoints took most of this test's time.
-    preset = override_preset(small_preset, tmp_path, pretrain={"occupancy_weight": 10.0, "occupancy_points": 512,
+    preset = override_preset(small_preset, tmp_path, pretrain={"occupancy_weight": 100.0, "occupancy_points": 512,
                                                                "checkpoint_every": 1000},
                              extract={"density_threshold": 1.0}, model={"density_scale": 10.0})
     first = pretrain([str(occupancy_views_dir)], RunOptions(out=tmp_path / "a", preset=str(preset), epochs=1,
@@ -157,8 +160,7 @@ def test_occupancy_supervision_teaches_the_solid(occupancy_views_dir, views_dir,
             sigma, _ = network.decode(network.encode(batch["input"]), batch["occupancy_points"])
         return float(((sigma > 1.0).float() == batch["occupancy_labels"]).float().mean())
 
-    # Before: all points outside (the 73% of outside labels). The occupancy loss starts to fall after 60-80 steps
-    # and gave 0.87 at 120 steps here; 160 steps leave a wide margin over 0.8 for other CPU kernels' trajectories.
+    # Before: all points outside (the 73% of outside labels).
     before, after = accuracy(first), accuracy(final)
     assert after > 0.8 and after > before + 0.07, (before, after)
     # Shards without labels are refused up front by a preset that needs them.
