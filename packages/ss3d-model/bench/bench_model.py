@@ -58,7 +58,6 @@ from ss3d_model.official import (
 from ss3d_model.reconstruct import InputCrop, encode_input, override_grid
 from ss3d_model.serve import Reconstructor, Upload
 
-
 DEVICE = torch.device("cpu")  # --device; steps 1-3 run there (step 4, the release on a laptop, always on the CPU)
 
 
