@@ -3,7 +3,7 @@ import math
 import torch
 
 from ss3d_model.cameras import intrinsics_matrix, look_at, pixel_rays
-from ss3d_model.render import composite, ray_bounds, render_image, render_rays, sample_depths
+from ss3d_model.render import composite, importance_depths, ray_bounds, render_image, render_rays, sample_depths
 
 
 class ConstantSphere:
@@ -141,3 +141,69 @@ def test_gradients_reach_decoder_encoder_and_cameras(tiny_network, tiny_config, 
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     assert cams.raw.grad[idx].abs().sum() > 0 and cams.logits.grad[idx].abs().sum() > 0
     assert cams.raw.grad[0].abs().sum() == 0
+
+
+class ThinSlab:
+    """Density ``sigma`` in the slab |y| <= half_thickness (an opaque thin part), empty elsewhere."""
+
+    def __init__(self, sigma: float, half_thickness: float) -> None:
+        self.sigma, self.half = sigma, half_thickness
+
+    def decode(self, z, points):
+        inside = points[..., 1].abs() <= self.half
+        return torch.where(inside, self.sigma, -1.0), torch.zeros(*points.shape[:-1], 3)
+
+
+def test_importance_draws_follow_the_weights():
+    depths = torch.linspace(1.0, 3.0, 9).expand(1, 2, 9).contiguous()
+    near, far = torch.ones(1, 2), torch.full((1, 2), 3.0)
+    weights = torch.zeros(1, 2, 9)
+    weights[0, 0, 4] = 1.0                            # ray 0: all weight on the sample at t = 2.0
+    drawn = importance_depths(depths, weights, near, far, 16)
+    assert drawn.shape == (1, 2, 16)
+    # Sample 4's bin runs between the midpoints around it, [1.875, 2.125]: nearly every draw lands there.
+    inside = ((drawn[0, 0] >= 1.875 - 1e-6) & (drawn[0, 0] <= 2.125 + 1e-6)).float().mean()
+    assert inside >= 0.9
+    # Ray 1 has no weight: it falls back to uniform draws, stratified over [near, far].
+    torch.testing.assert_close(drawn[0, 1], 1.0 + 2.0 * (torch.arange(16) + 0.5) / 16, atol=2e-3, rtol=0)
+    assert bool((drawn[..., 1:] >= drawn[..., :-1]).all())
+    jittered = importance_depths(depths, weights, near, far, 16, jitter=torch.rand(1, 2, 16))
+    assert bool(((jittered >= 1.0) & (jittered <= 3.0)).all())
+
+
+class Recording:
+    """Wraps a field and keeps every batch of points it was asked about, and whether gradients were on."""
+
+    def __init__(self, field) -> None:
+        self.field, self.calls = field, []
+
+    def decode(self, z, points):
+        self.calls.append((points.detach().clone(), torch.is_grad_enabled()))
+        return self.field.decode(z, points)
+
+
+def test_hierarchical_rendering_composites_both_passes(tiny_volume):
+    """The first pass's S - K points are asked without gradients, then all S (its own and the K draws, sorted
+    along the ray) with them; the result is the composite over those S depths, and it renders a slab the first
+    pass resolves as its closed form does (1 - e^-(sigma * thickness))."""
+    slab = Recording(ThinSlab(5.0, 0.3))
+    origins = torch.tensor([0.0, -2.0, 0.0]).expand(1, 32, 3)
+    directions = torch.tensor([0.0, 1.0, 0.0]).expand(1, 32, 3)
+    near, far = ray_bounds(origins, tiny_volume)
+    jitter = torch.rand(1, 32, 24, generator=torch.Generator().manual_seed(0))
+    mask, _ = render_rays(slab, torch.zeros(1, 1), origins, directions, near, far, 24, last_interval=None,
+                          jitter=jitter, importance=8)
+    (first, first_grad), (final, final_grad) = slab.calls
+    assert first.shape == (1, 32 * 16, 3) and final.shape == (1, 32 * 24, 3)
+    assert not first_grad and final_grad
+    depths = final[0, :, 1].view(32, 24) + 2.0
+    assert bool((depths[:, 1:] >= depths[:, :-1]).all())
+    # Every first-pass depth is among the final ones; the draws crowd into the slab.
+    first_depths = first[0, :, 1].view(32, 16) + 2.0
+    assert bool(torch.isin(first_depths, depths).all())
+    inside = (depths - 2.0).abs() <= 0.3
+    assert inside.float().mean() > 0.6 / 1.8 + 0.1
+    sigma, _ = slab.field.decode(None, final.view(1, 32, 24, 3))
+    expected, _, _ = composite(sigma, torch.zeros(1, 32, 24, 3), depths[None], last_interval=None)
+    torch.testing.assert_close(mask, expected)
+    torch.testing.assert_close(mask.mean(), torch.tensor(1 - math.exp(-3.0)), atol=0.03, rtol=0)

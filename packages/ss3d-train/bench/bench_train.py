@@ -91,11 +91,11 @@ def pretrain_setup(preset, network, device, g, micro_batch: int, precision: str)
              "mask": (torch.rand(b, k, sup, sup) > 0.5).float(),
              "intrinsics": intrinsics_matrix(sup * 1.9, sup).expand(b, k, 3, 3).clone(),
              "cam2world": cameras_batch(b * k, g).view(b, k, 4, 4)}
-    objective = RenderObjective(network, volume.samples_per_ray, micro_batch, precision)
+    objective = RenderObjective(network, volume, micro_batch, precision)
     if pre.occupancy_weight > 0:  # the preset's 3D supervision: labelled points per instance
         batch["occupancy_points"] = torch.rand(b, pre.occupancy_points, 3, generator=g) - 0.5
         batch["occupancy_labels"] = (torch.rand(b, pre.occupancy_points, generator=g) > 0.5).float()
-        objective = ShapeObjective(network, volume.samples_per_ray, micro_batch, precision)
+        objective = ShapeObjective(network, volume, micro_batch, precision)
     state = PretrainState(pre, volume, objective, torch.optim.Adam(network.parameters(), lr=1e-6), g,
                           World(0, 1, 0, device), NonFiniteGuard(0), 2.0)
     return partial(pretrain_step, state, batch), b, step_shape("pretrain", preset).decoder_points
@@ -111,7 +111,7 @@ def selftrain_setup(preset, network, device, g, micro_batch: int, precision: str
                                   generator=g).to(device)
     batch = {"index": torch.arange(b), "input": torch.rand(b, 3, s, s), "rgb": torch.rand(b, sup, sup, 3),
              "mask": (torch.rand(b, sup, sup) > 0.5).float()}
-    renderer = RenderObjective(network, volume.samples_per_ray, micro_batch, precision)
+    renderer = RenderObjective(network, volume, micro_batch, precision)
     state = SelftrainState(st, volume, network, renderer, renderer, cams, SparseRowAdam(cams.raw.data, st.lr_camera),
                            SparseRowAdam(cams.logits.data, st.lr_camera),
                            torch.optim.Adam(network.parameters(), lr=1e-6), g, World(0, 1, 0, device),

@@ -35,7 +35,7 @@ def _gradient(objective_type, network, preset, batch, micro_batch: int) -> tuple
     """Loss and weight gradients of one pretraining batch, with fixed ray draws."""
     cfg = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
     volume = VolumeConfig.from_preset(preset)
-    objective = objective_type(network, volume.samples_per_ray, micro_batch)
+    objective = objective_type(network, volume, micro_batch)
     network.zero_grad(set_to_none=True)
     loss, _ = _pretrain_loss(objective, batch, cfg, volume, torch.Generator().manual_seed(5), World(0, 1, 0, CPU),
                              2.0)
@@ -144,7 +144,7 @@ def test_bf16_autocast_computes_close_to_fp32(views_dir, small_preset):
         seen = product_dtypes.setdefault(precision, set())
         hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
                  for m in network.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
-        objective = RenderObjective(network, volume.samples_per_ray, precision=precision)
+        objective = RenderObjective(network, volume, precision=precision)
         loss, _ = _pretrain_loss(objective, batch, cfg, volume, torch.Generator().manual_seed(5),
                                  World(0, 1, 0, CPU))
         loss.backward()

@@ -33,7 +33,7 @@ def fixed_batch_loss(checkpoint, shards, preset_path) -> float:
     transform = ViewsTransform(network.config.input_size, 24, 3, 0.5)
     items = [transform(s, np.random.default_rng(7)) for s in iter_samples(resolve_shards(shards))]
     batch = torch.utils.data.default_collate(items)
-    objective = RenderObjective(network, VolumeConfig.from_preset(preset).samples_per_ray)
+    objective = RenderObjective(network, VolumeConfig.from_preset(preset))
     world = World(0, 1, 0, torch.device("cpu"))
     generator = torch.Generator().manual_seed(123)
     with torch.no_grad():
@@ -238,6 +238,31 @@ def test_view_frame_puts_the_input_camera_level_on_minus_y_and_keeps_every_image
     column_row = ((image[:, :2] / image[:, 2:] + 1) * 16).long().clamp(0, 31)
     foreground = framed["input"].sum(0) > 0
     assert foreground[column_row[:, 1], column_row[:, 0]].float().mean() > 0.95
+
+
+def test_crop_jitter_shrinks_the_input_and_its_projection_follows(occupancy_views_dir):
+    """A drawn crop margin makes the object smaller in the input, and the recorded crop still carries the solid
+    onto the input's foreground (a pixel-aligned model reads the right pixels)."""
+    sample = next(iter(iter_samples(resolve_shards(str(occupancy_views_dir)))))
+    plain = ViewsTransform(32, 24, 2, 0.5, occupancy_points=256, view_frame=True)(sample, np.random.default_rng(5))
+    jittered = [ViewsTransform(32, 24, 2, 0.5, occupancy_points=256, view_frame=True, crop_jitter=0.4)(
+        sample, np.random.default_rng(seed)) for seed in range(6)]
+
+    def extent(image):  # the object's longer side in the input, in pixels
+        rows, cols = (image.sum(0) > 0.05).any(1).nonzero(), (image.sum(0) > 0.05).any(0).nonzero()
+        return max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) + 1
+
+    sides = [extent(j["input"]) for j in jittered]
+    assert extent(plain["input"]) >= 31 and min(sides) < 0.8 * 32 and max(sides) <= 32
+    assert len(set(sides)) > 2                                        # the margin is drawn, not fixed
+    for framed in jittered:
+        projection = crop_projection(framed["input_intrinsics"][None], framed["input_cam2world"][None],
+                                     framed["input_crop"][None], 32)
+        inside = framed["occupancy_points"][framed["occupancy_labels"] > 0.5]
+        image = inside @ projection[0, :, :3].T + projection[0, :, 3]
+        column_row = ((image[:, :2] / image[:, 2:] + 1) * 16).long().clamp(0, 31)
+        foreground = framed["input"].sum(0) > 0
+        assert foreground[column_row[:, 1], column_row[:, 0]].float().mean() > 0.9
 
 
 @pytest.mark.slow

@@ -125,7 +125,7 @@ def final_hypothesis_losses(checkpoint, shards, preset) -> np.ndarray:
                                               for s in iter_samples(resolve_shards(str(shards)))])
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        render = partial(RenderObjective(network, volume.samples_per_ray).render, network.encode(batch["input"]))
+        render = partial(RenderObjective(network, volume).render, network.encode(batch["input"]))
         losses = torch.stack([hypothesis_losses(render, cameras, batch["index"], batch["rgb"], batch["mask"], cfg,
                                                 volume, generator, detach_cameras=True) for _ in range(8)]).mean(0)
     ordered = np.empty(tuple(losses.shape), np.float64)

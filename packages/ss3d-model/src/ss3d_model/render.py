@@ -5,6 +5,13 @@ For a ray with uniform samples t_1 < ... < t_S between near and far (unit direct
     alpha_i = 1 - exp(-relu(sigma_i) * delta_i),  T_i = exp(-sum_{j<i} relu(sigma_j) * delta_j),  w_i = T_i alpha_i,
     mask = sum_i w_i  (the rendering of unit colour),  rgb = sum_i w_i * sigmoid(c_i)  (black background).
 Example: a constant density s over a chord of length L gives mask = 1 - exp(-s L) up to the sampling step.
+
+Hierarchical sampling (``importance`` K > 0, beyond the paper's uniform samples; NeRF's second pass, drawn from the
+same network): S - K stratified samples are evaluated first without gradients, their weights w_i define a
+piecewise-constant density along the ray, and K more depths are drawn from it by inverse transform; the ray is
+then rendered through all S samples, sorted. The decoder evaluates S points with gradients, as uniform sampling
+does, plus S - K without. Where a thin part stops a ray, the K samples land inside it, so the network can make
+it opaque there instead of smearing density over the whole ray.
 """
 
 from __future__ import annotations
@@ -35,13 +42,35 @@ def sample_depths(near: Tensor, far: Tensor, samples: int, jitter: Tensor | None
     return near.unsqueeze(-1) + (far - near).unsqueeze(-1) * steps
 
 
-def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor, last_interval: float | None = _LAST_INTERVAL
-              ) -> tuple[Tensor, Tensor, Tensor]:
-    """sigma_raw [B, R, S], rgb_logits [B, R, S, 3], depths [B, R, S] -> mask [B, R], rgb [B, R, 3], w [B, R, S].
+def importance_depths(depths: Tensor, weights: Tensor, near: Tensor, far: Tensor, count: int,
+                      jitter: Tensor | None = None) -> Tensor:
+    """``count`` depths per ray drawn from the weights of samples at ``depths``: inverse transform of the
+    piecewise-constant density that gives sample i's bin (from the midpoint before it to the one after it; the
+    first and last bins reach ``near`` and ``far``) the share w_i / sum w. A ray with no weight draws uniformly.
 
-    ``last_interval``: length given to the last sample (1e10: opaque beyond ``far``); None uses the sampling step,
-    which keeps a gradient at the last sample (d alpha / d sigma vanishes with a 1e10 interval).
+    depths, weights [B, R, S]; near, far [B, R] -> t [B, R, count], ascending, no gradient. The draws are
+    stratified: u = (i + jitter_i) / count with ``jitter`` [B, R, count] in [0, 1), or (i + 1/2) / count without.
     """
+    with torch.no_grad():
+        mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
+        edges = torch.cat([near.unsqueeze(-1), mids, far.unsqueeze(-1)], -1)                   # [B, R, S + 1]
+        # The floor: rays through empty space have all-zero weights; they fall back to (nearly) uniform bins.
+        pdf = weights + 1e-5 * (edges[..., 1:] - edges[..., :-1])
+        cdf = torch.cumsum(pdf / pdf.sum(-1, keepdim=True), -1)
+        cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf], -1)                            # [B, R, S + 1]
+        offset = 0.5 if jitter is None else jitter
+        u = (torch.arange(count, dtype=depths.dtype, device=depths.device) + offset) / count
+        u = u.expand(*depths.shape[:-1], count).contiguous()
+        above = torch.searchsorted(cdf.contiguous(), u, right=True).clamp(1, depths.shape[-1])
+        below = above - 1
+        c0, c1 = cdf.gather(-1, below), cdf.gather(-1, above)
+        e0, e1 = edges.gather(-1, below), edges.gather(-1, above)
+        fraction = ((u - c0) / (c1 - c0).clamp_min(1e-12)).clamp(0.0, 1.0)
+        return e0 + fraction * (e1 - e0)
+
+
+def ray_weights(sigma_raw: Tensor, depths: Tensor, last_interval: float | None = _LAST_INTERVAL) -> Tensor:
+    """sigma_raw, depths [B, R, S] -> w [B, R, S] = T_i alpha_i (``last_interval`` as in :func:`composite`)."""
     deltas = depths[..., 1:] - depths[..., :-1]
     last = deltas[..., -1:] if last_interval is None else torch.full_like(deltas[..., :1], last_interval)
     deltas = torch.cat([deltas, last], -1)
@@ -50,24 +79,49 @@ def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor, last_interv
     # Exclusive cumulative sum (transmittance up to, not including, each sample), in log space for stability;
     # built by shifting rather than subtracting, since the last interval's 1e10 would swamp the float32 sum.
     accumulated = torch.cat([torch.zeros_like(optical[..., :1]), torch.cumsum(optical[..., :-1], -1)], -1)
-    weights = alpha * torch.exp(-accumulated)
+    return alpha * torch.exp(-accumulated)
+
+
+def composite(sigma_raw: Tensor, rgb_logits: Tensor, depths: Tensor, last_interval: float | None = _LAST_INTERVAL
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """sigma_raw [B, R, S], rgb_logits [B, R, S, 3], depths [B, R, S] -> mask [B, R], rgb [B, R, 3], w [B, R, S].
+
+    ``last_interval``: length given to the last sample (1e10: opaque beyond ``far``); None uses the sampling step,
+    which keeps a gradient at the last sample (d alpha / d sigma vanishes with a 1e10 interval).
+    """
+    weights = ray_weights(sigma_raw, depths, last_interval)
     mask = weights.sum(-1)
     rgb = (weights.unsqueeze(-1) * torch.sigmoid(rgb_logits)).sum(-2)
     return mask, rgb, weights
 
 
 def render_rays(network, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
-                samples: int, last_interval: float | None = _LAST_INTERVAL, jitter: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:
+                samples: int, last_interval: float | None = _LAST_INTERVAL, jitter: Tensor | None = None,
+                importance: int = 0) -> tuple[Tensor, Tensor]:
     """Render rays of each object through ``network.decode``.
 
     network: a :class:`~ss3d_model.network.ReconstructionNetwork` (anything with ``decode(z, points)``);
     z [B, Z]; origins, directions [B, R, 3] (unit directions); near, far [B, R]; samples S per ray
     -> mask [B, R] in [0, 1], rgb [B, R, 3] (black background). One decoder call over B x (R*S) points.
-    ``last_interval`` as in :func:`composite`; ``jitter`` as in :func:`sample_depths` (stratified samples).
+    ``last_interval`` as in :func:`composite`; ``jitter`` [B, R, S] as in :func:`sample_depths` (stratified
+    samples). ``importance`` K > 0: hierarchical sampling (the module's docstring), the first S - K offsets of
+    ``jitter`` placing the first pass's samples and the last K the draws.
     """
     b, r, _ = origins.shape
-    depths = sample_depths(near, far, samples, jitter)                                       # [B, R, S]
+    if importance:
+        if not 0 < importance <= samples - 2:
+            raise ValueError(f"importance samples must be in 1..{samples - 2} of {samples}, got {importance}")
+        first = samples - importance
+        coarse = sample_depths(near, far, first, None if jitter is None else jitter[..., :first])
+        with torch.no_grad():
+            probe = origins.unsqueeze(2) + directions.unsqueeze(2) * coarse.unsqueeze(-1)
+            sigma_raw, _ = network.decode(z, probe.reshape(b, r * first, 3))
+            weights = ray_weights(sigma_raw.view(b, r, first).float(), coarse, last_interval)
+        drawn = importance_depths(coarse, weights.to(coarse.dtype), near, far, importance,
+                                  None if jitter is None else jitter[..., first:])
+        depths = torch.sort(torch.cat([coarse, drawn], -1), -1).values
+    else:
+        depths = sample_depths(near, far, samples, jitter)                                   # [B, R, S]
     points = origins.unsqueeze(2) + directions.unsqueeze(2) * depths.unsqueeze(-1)   # [B, R, S, 3]
     sigma_raw, rgb_logits = network.decode(z, points.reshape(b, r * samples, 3))
     mask, rgb, _ = composite(sigma_raw.view(b, r, samples), rgb_logits.view(b, r, samples, 3), depths,
@@ -92,7 +146,8 @@ def render_image(network, z: Tensor, intrinsics: Tensor, cam2world: Tensor, size
     masks, colours = [], []
     for start in range(0, size * size, chunk):
         part = slice(start, start + chunk)
-        m, c = render_rays(network, z, origins[:, part], directions[:, part], near[:, part], far[:, part], steps)
+        m, c = render_rays(network, z, origins[:, part], directions[:, part], near[:, part], far[:, part], steps,
+                           importance=volume.importance_samples if samples is None else 0)
         masks.append(m)
         colours.append(c)
     return torch.cat(masks, 1).view(b, size, size), torch.cat(colours, 1).view(b, size, size, 3)

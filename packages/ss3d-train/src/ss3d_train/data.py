@@ -194,6 +194,11 @@ class ViewsTransform:
     ``colour_jitter`` j > 0 augments the input view only (beyond the paper): each channel's gain is drawn from
     [1 - j, 1 + j] and a brightness offset from [-j/2, j/2] (of full scale), per sample; the supervising views keep
     their true colours. 0 draws nothing, so the sample's other random draws are unchanged.
+
+    ``crop_jitter`` c > 0 varies the input view's scale (beyond the paper; geometry-preserving): the crop around the
+    mask gets a margin drawn from [0, c] times the mask box's longer side on every side, so the object fills between
+    1 / (1 + 2c) and all of the input. ``input_crop`` records that crop, so a pixel-aligned model's projection
+    stays exact. 0 draws nothing.
     """
 
     input_size: int
@@ -205,6 +210,7 @@ class ViewsTransform:
     colour_jitter: float = 0.0
     yaw_frame: bool = False
     view_frame: bool = False
+    crop_jitter: float = 0.0
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> dict[str, Any] | None:
         if sample.info.kind != "views":
@@ -217,7 +223,14 @@ class ViewsTransform:
         others = np.array([i for i in range(v) if i != first])
         chosen = rng.choice(others, self.supervision_views, replace=len(others) < self.supervision_views) \
             if self.supervision_views else np.zeros(0, dtype=int)
-        crop = crop_to_mask(sample.images[first], sample.masks[first], self.input_size, self.mask_threshold)
+        margin = 0
+        if self.crop_jitter > 0:
+            foreground = sample.masks[first] >= round(self.mask_threshold * 255)
+            rows, cols = foreground.any(axis=1).nonzero()[0], foreground.any(axis=0).nonzero()[0]
+            side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 if rows.size else 0
+            margin = int(round(rng.uniform(0.0, self.crop_jitter) * side))
+        crop = crop_to_mask(sample.images[first], sample.masks[first], self.input_size, self.mask_threshold,
+                            margin_px=margin)
         image = jitter_colours(crop.image, crop.mask >= round(self.mask_threshold * 255), self.colour_jitter, rng) \
             if self.colour_jitter > 0 else crop.image
         rgbs, masks, ks = [], [], []

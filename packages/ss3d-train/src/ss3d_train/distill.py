@@ -52,7 +52,13 @@ from ss3d_train.loop import (
     new_position,
     run_stage,
 )
-from ss3d_train.objectives import FieldObjective, build_student, load_teacher, require_canonical_frame
+from ss3d_train.objectives import (
+    FieldObjective,
+    build_student,
+    load_teacher,
+    parameter_groups,
+    require_canonical_frame,
+)
 from ss3d_train.run import NonFiniteGuard, RunOptions, StageRun
 from ss3d_train.selftrain import load_cameras
 
@@ -69,10 +75,11 @@ class DistillConfig:
     epochs: int
     lr: float
     checkpoint_every: int
+    trunk_lr_scale: float = 1.0  # the encoder trunk's lr relative to lr (objectives.parameter_groups)
 
     def __post_init__(self) -> None:
         check_values("distill", self, positive=("batch_size", "points_per_image", "point_half_size", "epochs", "lr",
-                                                "checkpoint_every"),
+                                                "checkpoint_every", "trunk_lr_scale"),
                      fractions=("ray_point_fraction", "synthetic_fraction"))
 
 
@@ -231,7 +238,7 @@ def _distill(collection_specs: list[str], experts: dict[str, str | Path], option
                        options.seed + 1, world.rank, world.size, max_bad=options.max_bad) if syn_shards else None
     syn_loader = make_loader(syn, synthetic_per_batch, options.workers) if syn is not None else None
 
-    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(parameter_groups(student, cfg.lr, cfg.trunk_lr_scale))
     generator = torch.Generator().manual_seed(options.seed * 1000 + 2 + world.rank)
     position = new_position(syn_pass=0, syn_batch=0)
     restored = run.restore(student, optimizer, generator)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ss3d_data.clikit import console
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import Preset
 from ss3d_model import (
@@ -46,7 +47,22 @@ def build_student(preset: Preset, init: str | Path | None, seed: int) -> tuple[R
     network = ReconstructionNetwork(ModelConfig.from_preset(preset))
     encoder_init = "imagenet" if load_imagenet_encoder(network) else "random"
     network.train()
+    console.print(f"fresh {network.config.encoder_arch} encoder, {encoder_init} weights"
+                  + (", batch-norm statistics frozen" if network.config.frozen_batchnorm else ""))
     return network, encoder_init, []
+
+
+def parameter_groups(network: ReconstructionNetwork, lr: float, trunk_lr_scale: float = 1.0) -> list[dict]:
+    """Adam's parameter groups: everything at ``lr``, or (``trunk_lr_scale`` != 1) the encoder's trunk at
+    ``lr * trunk_lr_scale`` and the rest at ``lr``, the rest first (metrics read group 0's rate). A pretrained
+    trunk fine-tuned at a smaller rate than the freshly initialised layers keeps more of what ImageNet taught it.
+    One group at scale 1, in ``parameters()`` order: the optimiser state of runs from before the option resumes."""
+    if trunk_lr_scale == 1.0:
+        return [{"params": list(network.parameters()), "lr": lr}]
+    trunk = list(network.encoder.trunk.parameters())
+    in_trunk = {id(p) for p in trunk}
+    rest = [p for p in network.parameters() if id(p) not in in_trunk]
+    return [{"params": rest, "lr": lr}, {"params": trunk, "lr": lr * trunk_lr_scale}]
 
 
 def require_canonical_frame(network: ReconstructionNetwork, stage: str, what: str) -> None:
@@ -114,7 +130,8 @@ def in_micro_batches(fn: Callable[..., tuple[Tensor, ...]], micro_batch: int, *t
 
 
 def render_training_rays(network, z: Tensor, samples: int, origins: Tensor, directions: Tensor, near: Tensor,
-                         far: Tensor, jitter: Tensor, micro_batch: int = 0) -> tuple[Tensor, Tensor]:
+                         far: Tensor, jitter: Tensor, micro_batch: int = 0, importance: int = 0
+                         ) -> tuple[Tensor, Tensor]:
     """``ss3d_model.render_rays`` with stratified samples and ``last_interval=None``, ``micro_batch`` objects at a
     time (:func:`in_micro_batches`; 0 = all at once).
 
@@ -126,10 +143,11 @@ def render_training_rays(network, z: Tensor, samples: int, origins: Tensor, dire
     interval any positive density at the last sample makes the ray fully opaque with exactly zero gradient, and at
     initialisation about a third of all rays are stuck that way; measured here, pretraining then drifted towards
     all-opaque masks instead of reducing its loss. z [B, Z]; origins, directions [B, R, 3]; near, far [B, R];
-    jitter [B, R, S] -> mask [B, R], rgb [B, R, 3].
+    jitter [B, R, S] -> mask [B, R], rgb [B, R, 3]. ``importance``: hierarchical sampling (``render_rays``).
     """
     def render(*parts: Tensor) -> tuple[Tensor, Tensor]:
-        return render_rays(network, parts[0], *parts[1:5], samples, last_interval=None, jitter=parts[5])
+        return render_rays(network, parts[0], *parts[1:5], samples, last_interval=None, jitter=parts[5],
+                           importance=importance)
 
     return in_micro_batches(render, micro_batch, z, origins, directions, near, far, jitter)
 
@@ -161,13 +179,14 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 class RenderObjective(nn.Module):
-    """Encode the input images and volume-render rays: the forward pass of pre- and self-training. ``micro_batch``
-    renders that many objects at a time (:func:`in_micro_batches`); ``precision`` as in :func:`autocast`."""
+    """Encode the input images and volume-render rays: the forward pass of pre- and self-training, with the
+    volume's samples per ray (and importance samples among them). ``micro_batch`` renders that many objects at a
+    time (:func:`in_micro_batches`); ``precision`` as in :func:`autocast`."""
 
-    def __init__(self, network: ReconstructionNetwork, samples_per_ray: int, micro_batch: int = 0,
+    def __init__(self, network: ReconstructionNetwork, volume: VolumeConfig, micro_batch: int = 0,
                  precision: str = "fp32") -> None:
         super().__init__()
-        self.network, self.samples = network, samples_per_ray
+        self.network, self.samples, self.importance = network, volume.samples_per_ray, volume.importance_samples
         self.micro_batch, self.precision = micro_batch, precision
 
     def render(self, z: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,
@@ -175,7 +194,7 @@ class RenderObjective(nn.Module):
         """Render rays of objects already encoded to z (self-training's camera steps reuse one encoding)."""
         with autocast(self.precision, z.device):
             mask, rgb = render_training_rays(self.network, z, self.samples, origins, directions, near, far, jitter,
-                                             self.micro_batch)
+                                             self.micro_batch, self.importance)
         return mask.float(), rgb.float()
 
     def forward(self, images: Tensor, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor,

@@ -35,6 +35,7 @@ from ss3d_train.objectives import (
     build_student,
     depth_jitter,
     occupancy_loss,
+    parameter_groups,
     render_loss,
     supervised_rays,
 )
@@ -59,13 +60,15 @@ class PretrainConfig:
     occupancy_near_fraction: float = 0.5  # share of them drawn around the surface (the rest uniform in the box)
     input_colour_jitter: float = 0.0     # input-view colour augmentation (beyond the paper; ViewsTransform); 0 = off
     input_yaw_frame: bool = False        # predict in the input camera's yaw frame (beyond the paper; ViewsTransform)
+    trunk_lr_scale: float = 1.0          # the encoder trunk's lr relative to lr (objectives.parameter_groups)
+    input_crop_jitter: float = 0.0       # input-view scale augmentation (beyond the paper; ViewsTransform); 0 = off
 
     def __post_init__(self) -> None:
         check_values("pretrain", self, positive=("batch_size", "supervision_views", "rays_per_view", "epochs", "lr",
-                                                 "plateau_factor", "checkpoint_every"),
+                                                 "plateau_factor", "checkpoint_every", "trunk_lr_scale"),
                      non_negative=("plateau_threshold", "plateau_patience", "mask_weight", "colour_weight",
                                    "occupancy_weight", "occupancy_points"),
-                     fractions=("occupancy_near_fraction", "input_colour_jitter"))
+                     fractions=("occupancy_near_fraction", "input_colour_jitter", "input_crop_jitter"))
         if self.occupancy_weight > 0 and self.occupancy_points == 0:
             raise Ss3dError("[pretrain] occupancy_weight > 0 needs occupancy_points > 0")
 
@@ -97,10 +100,11 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
                         "each other: the latter predicts in the input camera's view frame")
     transform = ViewsTransform(network.config.input_size, data.supervision_size, cfg.supervision_views,
                                data.mask_threshold, occupancy_points, cfg.occupancy_near_fraction,
-                               cfg.input_colour_jitter, cfg.input_yaw_frame, view_frame=pixel_aligned)
+                               cfg.input_colour_jitter, cfg.input_yaw_frame, view_frame=pixel_aligned,
+                               crop_jitter=cfg.input_crop_jitter)
     dataset = ShardDataset(shards, transform, options.seed, world.rank, world.size, max_bad=options.max_bad)
     loader = make_loader(dataset, cfg.batch_size, options.workers)
-    optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(parameter_groups(network, cfg.lr, cfg.trunk_lr_scale))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=cfg.plateau_factor, threshold=cfg.plateau_threshold, patience=cfg.plateau_patience)
     generator = torch.Generator().manual_seed(options.seed * 1000 + world.rank)
@@ -114,7 +118,7 @@ def _pretrain(shard_specs: list[str], options: RunOptions, init: str | Path | No
         parents, encoder_init = info["parents"], info["encoder_init"]
 
     objective_type = ShapeObjective if occupancy_points else RenderObjective
-    objective = wrap_ddp(world, objective_type(network, volume.samples_per_ray, run.micro_batch,
+    objective = wrap_ddp(world, objective_type(network, volume, run.micro_batch,
                                                options.precision))
     state = PretrainState(cfg, volume, objective, optimizer, generator, world, run.guard,
                           ExtractConfig.from_preset(preset).density_threshold, position)

@@ -53,6 +53,7 @@ from ss3d_train.objectives import (
     depth_jitter,
     frozen,
     gather_pixels,
+    parameter_groups,
     render_loss,
     require_canonical_frame,
 )
@@ -75,11 +76,12 @@ class SelftrainConfig:
     camera_distance_range: list[float]
     camera_focal_px: float           # focal length of every hypothesis, at supervision size
     checkpoint_every: int
+    trunk_lr_scale: float = 1.0      # the encoder trunk's lr relative to lr_network (objectives.parameter_groups)
 
     def __post_init__(self) -> None:
         check_values("selftrain", self, positive=("batch_size", "hypotheses", "camera_steps_per_step",
                                                   "rays_per_hypothesis", "lr_network", "lr_camera",
-                                                  "camera_focal_px", "checkpoint_every"),
+                                                  "camera_focal_px", "checkpoint_every", "trunk_lr_scale"),
                      non_negative=("camera_epochs", "joint_epochs", "mask_weight", "colour_weight"))
         near_far = self.camera_distance_range
         if len(near_far) != 2 or not 0 < near_far[0] <= near_far[1]:
@@ -173,7 +175,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
                                      cfg.camera_focal_px, sup_size, generator=cam_gen).to(world.device)
     pose_opt = SparseRowAdam(cameras.raw.data, cfg.lr_camera)
     prob_opt = SparseRowAdam(cameras.logits.data, cfg.lr_camera)
-    optimizer = torch.optim.Adam(network.parameters(), lr=cfg.lr_network)
+    optimizer = torch.optim.Adam(parameter_groups(network, cfg.lr_network, cfg.trunk_lr_scale))
     generator = torch.Generator().manual_seed(options.seed * 1000 + 1 + world.rank)
     owned = torch.zeros(len(keys), dtype=torch.bool, device=world.device)
     for shard in dataset.rank_shards(max(options.workers, 1)):
@@ -192,7 +194,7 @@ def _selftrain(shard_specs: list[str], init: str | Path, options: RunOptions, ca
         prob_opt.load_state_tensors("cameras.logits_adam", tensors)
         position, parents, encoder_init = info["position"], info["parents"], info["encoder_init"]
 
-    renderer = RenderObjective(network, volume.samples_per_ray, run.micro_batch, options.precision)
+    renderer = RenderObjective(network, volume, run.micro_batch, options.precision)
     state = SelftrainState(cfg, volume, network, renderer, wrap_ddp(world, renderer), cameras, pose_opt, prob_opt,
                            optimizer, generator, world, run.guard, position)
     manifest = data_manifest_hash(shards)
