@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from torch import nn
 from PIL import Image
 from skimage import data
 
@@ -100,3 +101,23 @@ def test_pixel_aligned_lite0_reads_its_stride_4_map(lite0_config):
     _, features = network.encoder(images)
     assert features.shape == (2, 8, config.feature_side, config.feature_side)
     assert config.feature_side == config.input_size // 4
+
+
+def test_pixel_aligned_lite0_phases_stay_at_the_resnet_scale(lite0_config):
+    """The ImageNet Lite0's stages spread about 9x wider than a ResNet's; mixed as they were, the decoder's
+    per-point pixel phases spread over 2 rad and pretraining never left the empty field. Standardised, the phases
+    on real photos spread no wider than a ResNet-18's (about 0.5 rad) do."""
+    def phase_spread(config: ModelConfig, imagenet: bool) -> float:
+        torch.manual_seed(0)
+        network = ReconstructionNetwork(dataclasses.replace(config, pixel_features=32, pixel_layers=2,
+                                                            input_size=96)).eval()
+        if imagenet:
+            assert load_imagenet_encoder(network)
+        photos = torch.cat([_photo(data.chelsea()), _photo(data.coffee()), _photo(data.astronaut())]) * 0.5 + 0.5
+        with torch.no_grad():
+            _, features = network.encoder(nn.functional.interpolate(photos, size=96, mode="area"))
+            return float(network.decoder.pixel(features.permute(0, 2, 3, 1)).std())
+
+    resnet = phase_spread(dataclasses.replace(lite0_config, encoder_arch="resnet18"), imagenet=False)
+    lite0 = phase_spread(lite0_config, imagenet=True)
+    assert 0.1 < lite0 < max(1.0, 1.5 * resnet), (lite0, resnet)
