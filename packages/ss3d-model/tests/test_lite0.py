@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import timm
 import torch
-from torch import nn
 from PIL import Image
 from skimage import data
+from torch import nn
 
 from ss3d_data.errors import Ss3dError
 from ss3d_data.presets import load_preset

@@ -14,6 +14,7 @@ import torch
 from ss3d_data import Ss3dError, iter_samples, load_preset, resolve_shards, section_config
 from ss3d_data.config import data_config, render_config
 from ss3d_model import ModelConfig, MultiHypothesisCameras, ReconstructionNetwork, VolumeConfig
+from ss3d_model.network import load_imagenet_encoder
 from ss3d_model.reconstruct import init_checkpoint
 from ss3d_train import selftrain
 from ss3d_train.data import ImageTransform, ShardDataset, ViewsTransform, make_loader
@@ -97,6 +98,38 @@ def test_the_trunk_learns_at_its_own_rate_and_importance_samples_train(views_dir
     rest = max(v for name, v in moved.items() if not name.startswith("encoder.trunk."))
     assert trunk <= 1.2e-4 and rest >= 0.8e-3
     assert parameter_groups(network, 1e-3)[0]["params"] == list(network.parameters())
+
+
+def test_a_pretrain_step_of_a_pixel_aligned_imagenet_lite0(views_dir, small_preset):
+    """The `cpu` preset's trunk, pixel-aligned: the wheel's ImageNet Lite0 with frozen batch norms and a tenth of the
+    rate. One step on real views moves the trunk by about its rate, the rest by theirs, and leaves the batch norms'
+    ImageNet statistics as they were loaded."""
+    preset = load_preset(str(small_preset))
+    config = dataclasses.replace(ModelConfig.from_preset(preset), encoder_arch="efficientnet_lite0",
+                                 frozen_batchnorm=True, pixel_features=8, pixel_layers=2)
+    torch.manual_seed(0)
+    network = ReconstructionNetwork(config)
+    assert load_imagenet_encoder(network)
+    network.train()
+    cfg = section_config(PretrainConfig, preset.section("pretrain"), "pretrain")
+    volume = VolumeConfig.from_preset(preset)
+    state = PretrainState(cfg, volume, RenderObjective(network, volume),
+                          torch.optim.Adam(parameter_groups(network, 1e-3, 0.1)), torch.Generator().manual_seed(0),
+                          CPU, NonFiniteGuard(3), 2.0)
+    data = data_config(preset)
+    transform = ViewsTransform(config.input_size, data.supervision_size, cfg.supervision_views, data.mask_threshold,
+                               view_frame=True)
+    batch = batch_of(views_dir, transform)
+    statistics = network.encoder.trunk.bn1.running_var.clone()
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    metrics = pretrain_step(state, batch)
+    assert metrics is not None and math.isfinite(metrics["loss"])
+    moved = {name: float((p.detach() - before[name]).abs().max()) for name, p in network.named_parameters()}
+    trunk = max(v for name, v in moved.items() if name.startswith("encoder.trunk."))
+    rest = max(v for name, v in moved.items() if not name.startswith("encoder.trunk."))
+    assert 0.5e-4 <= trunk <= 1.2e-4 and rest >= 0.8e-3
+    assert moved["encoder.pixel.weight"] >= 0.8e-3 and moved["decoder.pixel.weight"] >= 0.8e-3
+    assert torch.equal(network.encoder.trunk.bn1.running_var, statistics)
 
 
 def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_phase(collection_dirs,
