@@ -19,7 +19,7 @@ from ss3d_train import PretrainConfig, RunOptions, pretrain
 from ss3d_train.data import ViewsTransform
 from ss3d_train.distributed import World
 from ss3d_train.objectives import RenderObjective, occupancy_loss
-from ss3d_train.pretrain import _pretrain_loss
+from ss3d_train.pretrain import _pretrain_loss, cosine_factor, epoch_scheduler
 from ss3d_train.run import weights_fingerprint
 
 
@@ -85,6 +85,58 @@ def test_resume_after_a_stop_gives_the_same_weights(views_dir, small_preset, tmp
         json.loads(x)["loss"] for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     _, state = __import__("ss3d_model").load_state(state_path(resumed))
     assert state["position"]["epoch"] == 2
+
+
+def test_the_cosine_schedule_runs_from_lr_to_its_final_scale_and_resumes_exactly():
+    # Two groups as with a slower trunk: each decays from its own base rate; the state survives a JSON round trip.
+    weights = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))]
+    cfg = section_config(PretrainConfig, {**load_preset("cpu").section("pretrain"), "lr_schedule": "cosine",
+                                          "lr_final_scale": 0.05, "lr": 1e-3}, "pretrain")
+
+    def run(epochs_done, scheduler_state=None):
+        optimizer = torch.optim.Adam([{"params": [weights[0]], "lr": 1e-3}, {"params": [weights[1]], "lr": 1e-4}])
+        scheduler = epoch_scheduler(optimizer, cfg, 5)
+        if scheduler_state is not None:
+            optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = scheduler_state["_last_lr"]
+            scheduler.load_state_dict(scheduler_state)
+        rates = []
+        for _ in range(epochs_done):
+            rates += [group["lr"] for group in optimizer.param_groups]
+            optimizer.step()  # no gradients: nothing moves, but the order is the loop's
+            scheduler.step()
+        return rates, json.loads(json.dumps(scheduler.state_dict()))
+
+    rates, _ = run(5)
+    rest, trunk = rates[0::2], rates[1::2]
+    assert (rest[0], trunk[0], rest[-1], trunk[-1]) == pytest.approx((1e-3, 1e-4, 5e-5, 5e-6))
+    assert all(a > b for a, b in zip(rest, rest[1:]))
+    assert [a / b for a, b in zip(rest, trunk)] == pytest.approx([10] * 5)
+    assert rest[2] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))  # half way: the mean of the two ends
+    first, state = run(2)
+    second, _ = run(3, state)
+    assert first + second == pytest.approx(rates)
+    assert cosine_factor(0, 1, 0.05) == 1.0  # a one-epoch run trains at lr
+
+
+@pytest.mark.slow
+def test_a_cosine_run_logs_its_decaying_rate_and_resumes_to_the_same_weights(views_dir, small_preset,
+                                                                            override_preset, tmp_path):
+    preset = override_preset(small_preset, tmp_path, pretrain={"lr_schedule": "cosine", "lr_final_scale": 0.1})
+    opts = dict(preset=str(preset), epochs=3, seed=2)
+    straight = pretrain([str(views_dir)], RunOptions(out=tmp_path / "straight", **opts))
+    pretrain([str(views_dir)], RunOptions(out=tmp_path / "split", stop_after=6, **opts))  # mid-epoch 1
+    resumed = pretrain([str(views_dir)], RunOptions(out=tmp_path / "split", resume=True, **opts))
+    a, _ = load_network(straight)
+    b, _ = load_network(resumed)
+    assert weights_fingerprint(a) == weights_fingerprint(b)
+    lines = {run: [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+             for run in ("straight", "split")}
+    assert [x["lr"] for x in lines["split"]] == [x["lr"] for x in lines["straight"]]
+    per_epoch = [sorted({x["lr"] for x in lines["straight"] if x["epoch"] == e}) for e in range(3)]
+    assert per_epoch == [[pytest.approx(1e-3)], [pytest.approx(1e-3 * 0.55)], [pytest.approx(1e-4)]]
+    with pytest.raises(Ss3dError, match="lr_schedule must be one of plateau, cosine"):
+        pretrain([str(views_dir)], RunOptions(out=tmp_path / "bad", preset=str(override_preset(
+            small_preset, tmp_path, pretrain={"lr_schedule": "linear"}))))
 
 
 def test_repeated_nan_losses_stop_the_run(views_dir, small_preset, tmp_path, monkeypatch):
