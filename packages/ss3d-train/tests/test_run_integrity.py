@@ -81,3 +81,18 @@ def test_corrupt_samples_are_counted_by_reason_and_bounded(views_dir, small_pres
     assert last["bad_samples"] == 2 and last["bad_reasons"] == {"unreadable image": 2}  # one per epoch
     with pytest.raises(Ss3dError, match="more than 0 unreadable shard samples in epoch 0"):
         pretrain([str(broken)], RunOptions(out=tmp_path / "strict", preset=str(small_preset), max_bad=0))
+
+
+def test_a_run_from_before_an_option_existed_resumes_at_its_off_value_only(tmp_path):
+    from ss3d_train.run import check_same_run
+
+    sections = json.loads(load_preset("cpu").to_json())["sections"]
+    older = json.loads(json.dumps(sections))
+    del older["pretrain"]["grad_clip_norm"]  # a run folder written before the option was added
+    recorded = tmp_path / "config.json"
+    recorded.write_text(json.dumps({"preset": {"sections": older}, "options": {"seed": 0}, "data": {}}))
+    check_same_run(recorded, {"preset": {"sections": sections}, "options": {"seed": 0}, "data": {}})
+    clipped = json.loads(json.dumps(sections))
+    clipped["pretrain"]["grad_clip_norm"] = 0.5
+    with pytest.raises(Ss3dError, match=r"preset \[pretrain\] grad_clip_norm null -> 0.5"):
+        check_same_run(recorded, {"preset": {"sections": clipped}, "options": {"seed": 0}, "data": {}})

@@ -311,3 +311,34 @@ def test_every_named_preset_gives_valid_stage_configs():
                                      (DistillConfig, "distill")):
             section_config(config_type, preset.section(section), section)  # raises naming the bad value
         data_config(preset), render_config(preset), ModelConfig.from_preset(preset)
+
+
+def _update_norm(state: PretrainState, batch: dict) -> float:
+    """L2 norm of the change one plain-SGD (lr 1) pretraining step makes: the gradient norm the step applied."""
+    network = state.objective.network
+    before = [p.detach().clone() for p in network.parameters()]
+    assert pretrain_step(state, batch) is not None
+    return float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(network.parameters(), before))))
+
+
+def test_grad_clip_norm_bounds_the_step_and_zero_leaves_it_alone(views_dir, small_preset):
+    preset = load_preset(str(small_preset))
+    batch = batch_of(views_dir, views_transform(preset, 2))
+    norms = {}
+    for clip in (0.0, 1e-4):
+        torch.manual_seed(0)
+        state = pretrain_state(preset)
+        state = dataclasses.replace(state, cfg=dataclasses.replace(state.cfg, grad_clip_norm=clip),
+                                    optimizer=torch.optim.SGD(state.objective.network.parameters(), lr=1.0))
+        norms[clip] = _update_norm(state, batch)
+    assert norms[0.0] > 1e-3  # the unclipped gradient is far larger than the clip ...
+    assert norms[1e-4] == pytest.approx(1e-4, rel=1e-3)  # ... so the clipped step has exactly the clip's norm
+
+
+@pytest.mark.parametrize("section,config", [("pretrain", PretrainConfig), ("selftrain", SelftrainConfig),
+                                            ("distill", DistillConfig)])
+def test_a_negative_grad_clip_norm_is_refused_in_every_stage(small_preset, override_preset, tmp_path, section,
+                                                             config):
+    preset = load_preset(str(override_preset(small_preset, tmp_path, **{section: {"grad_clip_norm": -1.0}})))
+    with pytest.raises(Ss3dError, match=rf"\[{section}\] grad_clip_norm"):
+        section_config(config, preset.section(section), section)

@@ -76,11 +76,12 @@ class DistillConfig:
     lr: float
     checkpoint_every: int
     trunk_lr_scale: float = 1.0  # the encoder trunk's lr relative to lr (objectives.parameter_groups)
+    grad_clip_norm: float = 0.0  # > 0: clip the gradient's L2 norm to it (beyond the paper); 0 = off
 
     def __post_init__(self) -> None:
         check_values("distill", self, positive=("batch_size", "points_per_image", "point_half_size", "epochs", "lr",
                                                 "checkpoint_every", "trunk_lr_scale"),
-                     fractions=("ray_point_fraction", "synthetic_fraction"))
+                     non_negative=("grad_clip_norm",), fractions=("ray_point_fraction", "synthetic_fraction"))
 
 
 def distill_loss(student_sigma: Tensor, student_rgb: Tensor, teacher_sigma: Tensor, teacher_rgb: Tensor) -> Tensor:
@@ -332,7 +333,8 @@ def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
     kept = KeptBuffers(state.objective)
     s_sigma, s_rgb = state.objective(images, points, projection)
     loss = distill_loss(s_sigma, s_rgb, t_sigma, t_rgb)
-    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept):
+    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept,
+                          state.cfg.grad_clip_norm):
         return None
     rate = images_per_second(images.shape[0] * state.world.size, started)
     return {"loss": float(all_mean(state.world, loss.detach().reshape(1)).item()), "images_per_s": rate,

@@ -73,15 +73,20 @@ class KeptBuffers:
 
 
 def guarded_update(guard: NonFiniteGuard, world: World, optimizer: torch.optim.Optimizer, loss: Tensor,
-                   step: int, kept: KeptBuffers | None = None) -> bool:
+                   step: int, kept: KeptBuffers | None = None, clip_norm: float = 0.0) -> bool:
     """One optimiser update; False, with nothing changed (``kept`` buffers restored), when the loss is NaN/Inf on
-    any rank (every rank then skips the batch together, and ``guard`` counts it)."""
+    any rank (every rank then skips the batch together, and ``guard`` counts it). ``clip_norm`` > 0 rescales the
+    gradient of all the optimiser's parameters to at most that L2 norm first (the stages' ``grad_clip_norm``);
+    the gradients are already averaged over ranks by then, so every rank clips alike."""
     optimizer.zero_grad(set_to_none=True)
     if not guard.ok(finite_everywhere(world, loss), step):
         if kept is not None:
             kept.restore()
         return False
     loss.backward()
+    if clip_norm > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
     optimizer.step()
     return True
 

@@ -71,12 +71,13 @@ class PretrainConfig:
     input_crop_jitter: float = 0.0       # input-view scale augmentation (beyond the paper; ViewsTransform); 0 = off
     lr_schedule: str = "plateau"         # "plateau" (the paper's) or "cosine" (beyond the paper: to the run's end)
     lr_final_scale: float = 0.01         # cosine: the last epoch's rate relative to lr
+    grad_clip_norm: float = 0.0          # > 0: clip the gradient's L2 norm to it (beyond the paper); 0 = off
 
     def __post_init__(self) -> None:
         check_values("pretrain", self, positive=("batch_size", "supervision_views", "rays_per_view", "epochs", "lr",
                                                  "plateau_factor", "checkpoint_every", "trunk_lr_scale"),
                      non_negative=("plateau_threshold", "plateau_patience", "mask_weight", "colour_weight",
-                                   "occupancy_weight", "occupancy_points"),
+                                   "occupancy_weight", "occupancy_points", "grad_clip_norm"),
                      fractions=("occupancy_near_fraction", "input_colour_jitter", "input_crop_jitter",
                                 "lr_final_scale"))
         if self.lr_schedule not in LR_SCHEDULES:
@@ -194,7 +195,8 @@ def pretrain_step(state: PretrainState, batch: dict[str, Any]) -> Metrics | None
     kept = KeptBuffers(state.objective)
     loss, parts = _pretrain_loss(state.objective, batch, state.cfg, state.volume, state.generator, state.world,
                                  state.threshold)
-    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept):
+    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept,
+                          state.cfg.grad_clip_norm):
         return None
     value = float(all_mean(state.world, loss.detach().reshape(1)).item())
     state.position["loss_sum"] += value

@@ -24,7 +24,7 @@ from ss3d_data.atomic import atomic_link, atomic_write_text
 from ss3d_data.clikit import console
 from ss3d_data.config import data_config
 from ss3d_data.errors import Ss3dError
-from ss3d_data.presets import Preset
+from ss3d_data.presets import Preset, load_preset
 from ss3d_data.shards import SKIP_KINDS
 from ss3d_model import CheckpointMeta, ReconstructionNetwork, load_state, save_network, save_state, state_path
 from ss3d_train.data import ShardDataset, shard_record
@@ -309,10 +309,16 @@ class StageRun:
             self.writer.close()
 
 
-def _differences(old: Any, new: Any, path: str) -> list[str]:
+def _differences(old: Any, new: Any, path: str, added: Any = None) -> list[str]:
+    """Paths where ``new`` differs from ``old``, except keys ``old`` lacks that ``new`` holds at their value in
+    ``added`` (the base preset's): options added to the preset format later, at their off value, so a run begun
+    before the option existed still resumes."""
     if isinstance(old, dict) and isinstance(new, dict):
+        added = added if isinstance(added, dict) else {}
         return [d for key in sorted(set(old) | set(new))
-                for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))]
+                if not (key not in old and key in added and new.get(key) == added[key])
+                for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key),
+                                      added.get(key))]
     return [] if old == new else [f"{path} {json.dumps(old)} -> {json.dumps(new)}"]
 
 
@@ -324,7 +330,8 @@ def check_same_run(config_path: Path, current: dict[str, Any]) -> None:
     except (OSError, ValueError) as err:
         raise Ss3dError(f"--resume: cannot read {config_path} ({getattr(err, 'strerror', None) or err}), so "
                         "cannot check that this command continues the same run") from None
-    diffs = _differences(recorded.get("preset", {}).get("sections"), current["preset"]["sections"], "")
+    paper = json.loads(load_preset("paper").to_json())["sections"]
+    diffs = _differences(recorded.get("preset", {}).get("sections"), current["preset"]["sections"], "", paper)
     diffs = [f"preset [{d.split('.', 1)[0]}] {d.split('.', 1)[1]}" if "." in d.split(" ", 1)[0] else f"preset {d}"
              for d in diffs]
     if recorded.get("options", {}).get("seed") != current["options"]["seed"]:

@@ -77,12 +77,14 @@ class SelftrainConfig:
     camera_focal_px: float           # focal length of every hypothesis, at supervision size
     checkpoint_every: int
     trunk_lr_scale: float = 1.0      # the encoder trunk's lr relative to lr_network (objectives.parameter_groups)
+    grad_clip_norm: float = 0.0      # > 0: clip the gradient's L2 norm to it (beyond the paper); 0 = off
 
     def __post_init__(self) -> None:
         check_values("selftrain", self, positive=("batch_size", "hypotheses", "camera_steps_per_step",
                                                   "rays_per_hypothesis", "lr_network", "lr_camera",
                                                   "camera_focal_px", "checkpoint_every", "trunk_lr_scale"),
-                     non_negative=("camera_epochs", "joint_epochs", "mask_weight", "colour_weight"))
+                     non_negative=("camera_epochs", "joint_epochs", "mask_weight", "colour_weight",
+                                   "grad_clip_norm"))
         near_far = self.camera_distance_range
         if len(near_far) != 2 or not 0 < near_far[0] <= near_far[1]:
             raise Ss3dError(f"[selftrain] camera_distance_range must be [near, far] with 0 < near <= far "
@@ -279,7 +281,8 @@ def selftrain_step(state: SelftrainState, batch: dict[str, Any]) -> Metrics | No
         per_hyp = hypothesis_losses(partial(state.objective, images), cameras, indices, rgb, mask, cfg,
                                     state.volume, state.generator, detach_cameras=True)
         loss = (cameras.probabilities(indices).detach() * per_hyp).sum(1).mean()
-        if not guarded_update(state.guard, world, state.optimizer, loss, state.position["step"], kept):
+        if not guarded_update(state.guard, world, state.optimizer, loss, state.position["step"], kept,
+                              cfg.grad_clip_norm):
             return None
         loss_value = loss.detach()
     return {"loss": float(all_mean(world, loss_value.reshape(1)).item()),
