@@ -3,6 +3,7 @@ one-line errors, and corrupt shard samples are counted by reason, reported and b
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import shutil
@@ -87,12 +88,12 @@ def test_a_run_from_before_an_option_existed_resumes_at_its_off_value_only(tmp_p
     from ss3d_train.run import check_same_run
 
     sections = json.loads(load_preset("cpu").to_json())["sections"]
-    older = json.loads(json.dumps(sections))
+    older = copy.deepcopy(sections)
     del older["pretrain"]["grad_clip_norm"]  # a run folder written before the option was added
     recorded = tmp_path / "config.json"
     recorded.write_text(json.dumps({"preset": {"sections": older}, "options": {"seed": 0}, "data": {}}))
     check_same_run(recorded, {"preset": {"sections": sections}, "options": {"seed": 0}, "data": {}})
-    clipped = json.loads(json.dumps(sections))
+    clipped = copy.deepcopy(sections)
     clipped["pretrain"]["grad_clip_norm"] = 0.5
     with pytest.raises(Ss3dError, match=r"preset \[pretrain\] grad_clip_norm null -> 0.5"):
         check_same_run(recorded, {"preset": {"sections": clipped}, "options": {"seed": 0}, "data": {}})

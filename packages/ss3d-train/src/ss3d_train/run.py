@@ -330,8 +330,8 @@ def check_same_run(config_path: Path, current: dict[str, Any]) -> None:
     except (OSError, ValueError) as err:
         raise Ss3dError(f"--resume: cannot read {config_path} ({getattr(err, 'strerror', None) or err}), so "
                         "cannot check that this command continues the same run") from None
-    paper = json.loads(load_preset("paper").to_json())["sections"]
-    diffs = _differences(recorded.get("preset", {}).get("sections"), current["preset"]["sections"], "", paper)
+    diffs = _differences(recorded.get("preset", {}).get("sections"), current["preset"]["sections"], "",
+                         load_preset("paper").sections)
     diffs = [f"preset [{d.split('.', 1)[0]}] {d.split('.', 1)[1]}" if "." in d.split(" ", 1)[0] else f"preset {d}"
              for d in diffs]
     if recorded.get("options", {}).get("seed") != current["options"]["seed"]:
