@@ -162,6 +162,7 @@ def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_p
     weights, raw, logits = snapshot()
     metrics = selftrain_step(state, batch)  # epoch 0: the camera phase
     assert metrics is not None and metrics["joint"] == 0 and 0 < metrics["top_probability"] <= 1
+    assert "grad_norm" not in metrics                                    # no network gradient to report
     assert weights_fingerprint(network) == weights                       # network frozen
     assert not torch.equal(cameras.raw[rows], raw[rows]) and not torch.equal(cameras.logits[rows], logits[rows])
     assert torch.equal(cameras.raw[others], raw[others])                 # only the batch's images' rows move
@@ -169,6 +170,7 @@ def test_selftrain_step_moves_cameras_always_and_the_network_only_in_the_joint_p
     state.position["epoch"] = cfg.camera_epochs                          # the joint phase
     metrics = selftrain_step(state, batch)
     assert metrics is not None and metrics["joint"] == 1 and math.isfinite(metrics["loss"])
+    assert math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
     assert weights_fingerprint(network) != weights
 
     weights, raw, logits = snapshot()
@@ -203,7 +205,9 @@ def test_distill_step_moves_the_student_towards_its_teacher(collection_dirs, vie
     batch = box_batch(collection_dirs, preset)
     synthetic = batch_of(views_dir, views_transform(preset, 0))
     state = distill_state(preset, student, {"box": teacher, "__synthetic__": teacher}, [synthetic] * 5)
-    losses = [distill_step(state, batch)["loss"] for _ in range(4)]
+    steps = [distill_step(state, batch) for _ in range(4)]
+    losses = [m["loss"] for m in steps]
+    assert all(math.isfinite(m["grad_norm"]) and m["grad_norm"] > 0 for m in steps)
     # measured (AVX-512 and AVX2 alike): 0.116, then 0.055-0.056
     assert all(math.isfinite(x) for x in losses) and np.mean(losses[1:]) < 0.7 * losses[0]
     before = weights_fingerprint(student)
@@ -313,27 +317,33 @@ def test_every_named_preset_gives_valid_stage_configs():
         data_config(preset), render_config(preset), ModelConfig.from_preset(preset)
 
 
-def _update_norm(state: PretrainState, batch: dict) -> float:
-    """L2 norm of the change one plain-SGD (lr 1) pretraining step makes: the gradient norm the step applied."""
+def _update_norm(state: PretrainState, batch: dict) -> tuple[float, float]:
+    """(L2 norm of the change one plain-SGD (lr 1) pretraining step makes, i.e. the gradient norm the step applied;
+    the step's logged ``grad_norm``)."""
     network = state.objective.network
     before = [p.detach().clone() for p in network.parameters()]
-    assert pretrain_step(state, batch) is not None
-    return float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(network.parameters(), before))))
+    metrics = pretrain_step(state, batch)
+    assert metrics is not None
+    applied = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(network.parameters(), before))))
+    return applied, metrics["grad_norm"]
 
 
 @pytest.mark.float_sensitive
 def test_grad_clip_norm_bounds_the_step_and_zero_leaves_it_alone(views_dir, small_preset):
     preset = load_preset(str(small_preset))
     batch = batch_of(views_dir, views_transform(preset, 2))
-    norms = {}
+    applied, logged = {}, {}
     for clip in (0.0, 1e-4):
         torch.manual_seed(0)
         state = pretrain_state(preset)
         state = dataclasses.replace(state, cfg=dataclasses.replace(state.cfg, grad_clip_norm=clip),
                                     optimizer=torch.optim.SGD(state.objective.network.parameters(), lr=1.0))
-        norms[clip] = _update_norm(state, batch)
-    assert norms[0.0] > 1e-3  # the unclipped gradient is far larger than the clip ...
-    assert norms[1e-4] == pytest.approx(1e-4, rel=1e-3)  # ... so the clipped step has exactly the clip's norm
+        applied[clip], logged[clip] = _update_norm(state, batch)
+    assert applied[0.0] > 1e-3  # the unclipped gradient is far larger than the clip ...
+    assert applied[1e-4] == pytest.approx(1e-4, rel=1e-3)  # ... so the clipped step has exactly the clip's norm
+    # The logged grad_norm is the gradient's norm before clipping: the unclipped step's size, in both runs.
+    assert logged[0.0] == pytest.approx(applied[0.0], rel=1e-4)
+    assert logged[1e-4] == pytest.approx(logged[0.0], rel=1e-4)
 
 
 @pytest.mark.parametrize("section,config", [("pretrain", PretrainConfig), ("selftrain", SelftrainConfig),

@@ -333,11 +333,13 @@ def distill_step(state: DistillState, batch: dict[str, Any]) -> Metrics | None:
     kept = KeptBuffers(state.objective)
     s_sigma, s_rgb = state.objective(images, points, projection)
     loss = distill_loss(s_sigma, s_rgb, t_sigma, t_rgb)
-    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept,
-                          state.cfg.grad_clip_norm):
+    grad_norm = guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept,
+                               state.cfg.grad_clip_norm)
+    if grad_norm is None:
         return None
     rate = images_per_second(images.shape[0] * state.world.size, started)
-    return {"loss": float(all_mean(state.world, loss.detach().reshape(1)).item()), "images_per_s": rate,
+    return {"loss": float(all_mean(state.world, loss.detach().reshape(1)).item()), "grad_norm": grad_norm,
+            "images_per_s": rate,
             "points_per_s": rate * state.cfg.points_per_image}
 
 

@@ -73,22 +73,24 @@ class KeptBuffers:
 
 
 def guarded_update(guard: NonFiniteGuard, world: World, optimizer: torch.optim.Optimizer, loss: Tensor,
-                   step: int, kept: KeptBuffers | None = None, clip_norm: float = 0.0) -> bool:
-    """One optimiser update; False, with nothing changed (``kept`` buffers restored), when the loss is NaN/Inf on
-    any rank (every rank then skips the batch together, and ``guard`` counts it). ``clip_norm`` > 0 rescales the
-    gradient of all the optimiser's parameters to at most that L2 norm first (the stages' ``grad_clip_norm``);
-    the gradients are already averaged over ranks by then, so every rank clips alike."""
+                   step: int, kept: KeptBuffers | None = None, clip_norm: float = 0.0) -> float | None:
+    """One optimiser update. -> the L2 norm of the gradient of all the optimiser's parameters before any clipping
+    (the metrics' ``grad_norm``: what a ``grad_clip_norm`` is chosen from), or None, with nothing changed (``kept``
+    buffers restored), when the loss is NaN/Inf on any rank (every rank then skips the batch together, and ``guard``
+    counts it). ``clip_norm`` > 0 rescales that gradient to at most that norm first (the stages' ``grad_clip_norm``);
+    the gradients are already averaged over ranks by then, so every rank measures and clips alike."""
     optimizer.zero_grad(set_to_none=True)
     if not guard.ok(finite_everywhere(world, loss), step):
         if kept is not None:
             kept.restore()
-        return False
+        return None
     loss.backward()
-    if clip_norm > 0:
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    if 0 < clip_norm < norm:
+        torch._foreach_mul_(grads, clip_norm / (norm + 1e-6))  # torch's clip_grad_norm_ rule, its norm reused
     optimizer.step()
-    return True
+    return norm
 
 
 def images_per_second(images: int, started: float) -> float:

@@ -195,13 +195,14 @@ def pretrain_step(state: PretrainState, batch: dict[str, Any]) -> Metrics | None
     kept = KeptBuffers(state.objective)
     loss, parts = _pretrain_loss(state.objective, batch, state.cfg, state.volume, state.generator, state.world,
                                  state.threshold)
-    if not guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept,
-                          state.cfg.grad_clip_norm):
+    grad_norm = guarded_update(state.guard, state.world, state.optimizer, loss, state.position["step"], kept,
+                               state.cfg.grad_clip_norm)
+    if grad_norm is None:
         return None
     value = float(all_mean(state.world, loss.detach().reshape(1)).item())
     state.position["loss_sum"] += value
     state.position["loss_count"] += 1
-    return {"loss": value, "lr": state.optimizer.param_groups[0]["lr"],
+    return {"loss": value, "lr": state.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
             "images_per_s": images_per_second(batch["input"].shape[0] * state.world.size, started),
             **{name: float(part) for name, part in parts.items()}}
 

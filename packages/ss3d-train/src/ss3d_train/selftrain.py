@@ -281,14 +281,18 @@ def selftrain_step(state: SelftrainState, batch: dict[str, Any]) -> Metrics | No
         per_hyp = hypothesis_losses(partial(state.objective, images), cameras, indices, rgb, mask, cfg,
                                     state.volume, state.generator, detach_cameras=True)
         loss = (cameras.probabilities(indices).detach() * per_hyp).sum(1).mean()
-        if not guarded_update(state.guard, world, state.optimizer, loss, state.position["step"], kept,
-                              cfg.grad_clip_norm):
+        grad_norm = guarded_update(state.guard, world, state.optimizer, loss, state.position["step"], kept,
+                                   cfg.grad_clip_norm)
+        if grad_norm is None:
             return None
         loss_value = loss.detach()
-    return {"loss": float(all_mean(world, loss_value.reshape(1)).item()),
-            "top_probability": float(all_mean(world, probs.detach().max(1).values.mean().reshape(1)).item()),
-            "joint": int(state.joint),
-            "images_per_s": images_per_second(indices.shape[0] * world.size, started)}
+    metrics = {"loss": float(all_mean(world, loss_value.reshape(1)).item()),
+               "top_probability": float(all_mean(world, probs.detach().max(1).values.mean().reshape(1)).item()),
+               "joint": int(state.joint),
+               "images_per_s": images_per_second(indices.shape[0] * world.size, started)}
+    if state.joint:  # the camera phase leaves the network alone: no network gradient to report
+        metrics["grad_norm"] = grad_norm
+    return metrics
 
 
 def _status(values: Metrics) -> str:
