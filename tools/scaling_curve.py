@@ -1,16 +1,19 @@
 """What more pretraining buys: held-out IoU against pretraining steps and CPU time, with a fit that says where the
 curve would meet a target.
 
-Each point is a run folder (its ``metrics.jsonl``: the steps reached and the seconds each leg took; a folder
-resumed from a copy of a shorter run holds the shorter run's legs too) and that run's IoU result file. IoU is the
-tables' mean (categories weighed equally) with its margin over the floor's result file and the paired 95%
-interval. The fit is IoU = a + b log2(steps) by least squares over the points; it prints the gain per doubling and
-the steps and hours (at the fastest leg's seconds per step: the quietest machine) at which the fit reaches the
-floor and the floor plus ``--target-margin``: an extrapolation from the points measured, labelled as such.
+Each point is a run folder (its ``metrics.jsonl``: the steps reached and the seconds each leg took; a folder resumed
+from a copy of a shorter run holds the shorter run's legs too) and that run's IoU result file, or several of each,
+comma-separated, one per seed: their IoU is then averaged per test image (as ``tools/seed_margin.py`` does) and
+their training seconds over the seeds. IoU is the tables' mean (categories weighed equally) with its margin over the
+floor's result file and the paired 95% interval. The fit is IoU = a + b log2(steps) by least squares over the
+points; it prints the gain per doubling and the steps and hours (at the fastest leg's seconds per step: the quietest
+machine) at which the fit reaches the floor and the floor plus ``--target-margin``: an extrapolation from the points
+measured, labelled as such.
 
     .venv/bin/python tools/scaling_curve.py --floor runs/exp/q/ellipsoid.iou.jsonl \\
         --point runs/exp/lite-s0=runs/exp/q/lite-s0.iou.jsonl \\
-        --point runs/exp/lite-e200-s0=runs/exp/q/lite-e200-s0.iou.jsonl
+        --point runs/exp/lite-e200-s0,runs/exp/lite-e200-s1=runs/exp/q/lite-e200-s0.iou.jsonl,\\
+            runs/exp/q/lite-e200-s1.iou.jsonl
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from seed_margin import seed_mean_rows  # this folder's tool: the per-image seed mean
+
 from ss3d_data import Ss3dError
 from ss3d_eval.evaluate import read_results
 from ss3d_eval.table import margins
@@ -30,7 +35,8 @@ from ss3d_eval.table import margins
 @dataclass(frozen=True)
 class Point:
     steps: int
-    seconds: float           # the legs' training seconds, summed
+    seeds: int
+    seconds: float           # the legs' training seconds, summed (the seeds' mean)
     fastest_rate: float      # seconds per step of its fastest leg (the quietest machine)
     iou: float
     margin: tuple[float, float, float]  # mean, low, high over the floor
@@ -72,6 +78,24 @@ def iou_rows(path: str, label: str) -> list[dict]:
     return rows
 
 
+def read_point(item: str, floor: list[dict]) -> Point:
+    """``FOLDER[,FOLDER...]=RESULTS[,RESULTS...]`` (one of each per seed) -> its point on the curve."""
+    folders, sep, results = item.partition("=")
+    if not sep:
+        raise Ss3dError(f"--point {item!r}: expected RUN_FOLDER=IOU_RESULTS")
+    folders, results = folders.split(","), results.split(",")
+    if len(folders) != len(results):
+        raise Ss3dError(f"--point {item!r}: {len(folders)} run folders but {len(results)} result files")
+    times = [training_time(Path(folder) / "metrics.jsonl") for folder in folders]
+    if len({steps for steps, _, _ in times}) > 1:
+        raise Ss3dError(f"--point {item!r}: the seeds' runs end at different steps "
+                        f"({', '.join(str(t[0]) for t in times)})")
+    rows = seed_mean_rows(results, "point")
+    [m] = margins(rows + floor, "iou", "floor")
+    return Point(times[0][0], len(folders), sum(t[1] for t in times) / len(times), min(t[2] for t in times),
+                 category_mean(rows), (m.mean, m.low, m.high))
+
+
 def fit(steps: list[int], ious: list[float]) -> tuple[float, float]:
     """Least-squares IoU = a + b log2(steps) -> (a, b)."""
     if len(set(steps)) < 2:
@@ -89,29 +113,22 @@ def steps_to_reach(level: float, a: float, b: float) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--point", action="append", required=True, help="RUN_FOLDER=IOU_RESULTS (repeatable)")
+    parser.add_argument("--point", action="append", required=True,
+                        help="RUN_FOLDER=IOU_RESULTS, or comma-separated lists of both, one per seed (repeatable)")
     parser.add_argument("--floor", required=True, help="the floor's IoU result file (mask ellipsoid)")
     parser.add_argument("--reference-steps", type=int, default=1600, help="steps of 1x (the main job's pretraining)")
     parser.add_argument("--target-margin", type=float, default=0.03, help="the target's margin over the floor")
     args = parser.parse_args()
     floor = iou_rows(args.floor, "floor")
     floor_iou = category_mean(floor)
-    points = []
-    for item in args.point:
-        folder, sep, results = item.partition("=")
-        if not sep:
-            raise Ss3dError(f"--point {item!r}: expected RUN_FOLDER=IOU_RESULTS")
-        steps, seconds, rate = training_time(Path(folder) / "metrics.jsonl")
-        rows = iou_rows(results, "point")
-        [m] = margins(rows + floor, "iou", "floor")
-        points.append(Point(steps, seconds, rate, category_mean(rows), (m.mean, m.low, m.high)))
-    points.sort(key=lambda p: p.steps)
-    print("| pretraining steps | x the main job's | training time | held-out IoU | floor | margin over the floor |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    points = sorted((read_point(item, floor) for item in args.point), key=lambda p: p.steps)
+    print("| pretraining steps | x the main job's | seeds | training time | held-out IoU | floor | "
+          "margin over the floor |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for p in points:
         mean, low, high = p.margin
-        print(f"| {p.steps} | {p.steps / args.reference_steps:g} | {p.seconds / 3600:.2f} h | {p.iou:.3f} | "
-              f"{floor_iou:.3f} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        print(f"| {p.steps} | {p.steps / args.reference_steps:g} | {p.seeds} | {p.seconds / 3600:.2f} h | "
+              f"{p.iou:.3f} | {floor_iou:.3f} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
     a, b = fit([p.steps for p in points], [p.iou for p in points])
     print(f"\nfit over {len(points)} points: IoU = {a:.3f} + {b:.4f} log2(steps), {b:+.4f} per doubling "
           "(an extrapolation beyond the last point)")
