@@ -37,3 +37,30 @@ def test_files_of_different_images_are_refused_in_one_line(tmp_path):
     result = run("--method", f"{a0},{a1}", "--reference", a0)
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "do not score the same images" in result.stderr
+
+
+def write_chamfer(path: Path, label: str, scores: dict[str, tuple[str, float, float]]) -> str:
+    """ss3d-eval chamfer rows: key -> (category, chamfer_l1, F-score at 0.05)."""
+    rows = [{"format": "ss3d-eval-result", "version": 1, "metric": "chamfer", "label": label, "key": key,
+             "category": category, "chamfer_l1": l1, "fscore": {"0.01": 0.0, "0.05": f}}
+            for key, (category, l1, f) in scores.items()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_point_metrics_are_averaged_over_seeds_and_oriented_so_positive_is_better(tmp_path):
+    m0 = write_chamfer(tmp_path / "m0.jsonl", "m", {"x": ("a", 0.04, 0.60), "y": ("b", 0.05, 0.50)})
+    m1 = write_chamfer(tmp_path / "m1.jsonl", "m1", {"x": ("a", 0.06, 0.70), "y": ("b", 0.05, 0.60)})
+    ref = write_chamfer(tmp_path / "r.jsonl", "r", {"x": ("a", 0.06, 0.55), "y": ("b", 0.07, 0.45)})
+    fscore = run("--method", f"{m0},{m1}", "--reference", ref, "--score", "fscore@0.05")
+    assert fscore.returncode == 0, fscore.stderr
+    # seeds' means 0.65 and 0.55 against 0.55 and 0.45: +0.1 in each category
+    assert fscore.stdout.startswith("fscore@0.05 margin +0.100 [+0.100, +0.100] over 2 images")
+    # Chamfer: lower is better, so 0.05 against 0.06 and 0.07 is a positive margin of 0.015
+    chamfer = run("--method", f"{m0},{m1}", "--reference", ref, "--score", "chamfer_l1")
+    assert chamfer.returncode == 0 and chamfer.stdout.startswith("chamfer_l1 margin +0.015 [+0.015, +0.015]")
+    for bad in (["--score", "volume"], ["--score", "fscore@0.05", "--reference", write(tmp_path / "iou.jsonl", "i",
+                                                                                       {"x": ("a", 0.3)})]):
+        args = ["--method", m0, "--reference", ref, *bad]
+        result = run(*args)
+        assert result.returncode != 0 and result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
