@@ -88,7 +88,9 @@ def guarded_update(guard: NonFiniteGuard, world: World, optimizer: torch.optim.O
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
     if 0 < clip_norm < norm:
-        torch._foreach_mul_(grads, clip_norm / (norm + 1e-6))  # torch's clip_grad_norm_ rule, its norm reused
+        scale = clip_norm / (norm + 1e-6)  # torch's clip_grad_norm_ rule, with the norm already measured
+        for grad in grads:
+            grad.mul_(scale)
     optimizer.step()
     return norm
 
