@@ -28,7 +28,6 @@ from pathlib import Path
 from seed_margin import seed_mean_rows  # this folder's tool: the per-image seed mean
 
 from ss3d_data import Ss3dError
-from ss3d_eval.evaluate import read_results
 from ss3d_eval.table import margins
 
 
@@ -69,13 +68,6 @@ def category_mean(rows: list[dict]) -> float:
     for r in rows:
         per_category[r["category"]].append(float(r.get("iou") or 0.0))  # an empty prediction scores 0
     return sum(sum(v) / len(v) for v in per_category.values()) / len(per_category)
-
-
-def iou_rows(path: str, label: str) -> list[dict]:
-    rows = [{**r, "label": label} for r in read_results([path]) if r.get("metric") == "iou"]
-    if not rows:
-        raise Ss3dError(f"{path}: no IoU rows")
-    return rows
 
 
 def read_point(item: str, floor: list[dict]) -> Point:
@@ -119,7 +111,7 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=1600, help="steps of 1x (the main job's pretraining)")
     parser.add_argument("--target-margin", type=float, default=0.03, help="the target's margin over the floor")
     args = parser.parse_args()
-    floor = iou_rows(args.floor, "floor")
+    floor = seed_mean_rows([args.floor], "floor")
     floor_iou = category_mean(floor)
     points = sorted((read_point(item, floor) for item in args.point), key=lambda p: p.steps)
     print("| pretraining steps | x the main job's | seeds | training time | held-out IoU | floor | "

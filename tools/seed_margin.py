@@ -17,15 +17,14 @@ import numpy as np
 
 from ss3d_data import Ss3dError
 from ss3d_eval.evaluate import read_results
-from ss3d_eval.table import margins
+from ss3d_eval.table import margins, row_value
 
 
 def score_of(row: dict, score: str) -> float:
     """A result row's ``score``; an empty or failed prediction scores 0 on IoU, as in the tables."""
     if score == "iou":
         return float(row.get("iou") or 0.0)
-    value = (row.get("fscore") or {}).get(score.removeprefix("fscore@")) if score.startswith("fscore@") \
-        else row.get(score)
+    value = row_value(row, score)
     if value is None:
         raise Ss3dError(f"image {row.get('key')!r} has no {score} (a failed prediction, or not a chamfer file)")
     return float(value)

@@ -38,7 +38,9 @@ class ScoreTable:
         return HIGHER_IS_BETTER.get(self.score, True)
 
 
-def _row_value(row: dict[str, Any], score: str) -> float | None:
+def row_value(row: dict[str, Any], score: str) -> float | None:
+    """A result row's ``score`` (``iou``, ``chamfer_l1``, ``chamfer_l2`` or ``fscore@T``); None when it is absent
+    or the prediction failed."""
     if score.startswith("fscore@"):
         value = (row.get("fscore") or {}).get(score.removeprefix("fscore@"))
     else:
@@ -80,7 +82,7 @@ def build_table(rows: list[dict[str, Any]], score: str) -> ScoreTable:
     table = ScoreTable(score, labels, categories)
     collected: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
-        value = _row_value(r, score)
+        value = row_value(r, score)
         if value is None:
             table.failed[r["label"]] = table.failed.get(r["label"], 0) + 1
         else:
@@ -180,7 +182,7 @@ def margins(rows: list[dict[str, Any]], score: str, reference: str, resamples: i
     metric = "iou" if score == "iou" else "chamfer"
     values: dict[str, dict[str, tuple[str, float]]] = defaultdict(dict)
     for r in rows:
-        if r.get("metric") == metric and (value := _row_value(r, score)) is not None:
+        if r.get("metric") == metric and (value := row_value(r, score)) is not None:
             values[r["label"]][r["key"]] = (r["category"], value)
     if reference not in values:
         raise Ss3dError(f"no {score} rows of the reference {reference!r}")
